@@ -1,0 +1,69 @@
+"""Shared fixtures: the small real sample and a seeded OHLCV generator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from candlecast.data.sample import load_sample
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_ROOT = REPO_ROOT / "data" / "sample"
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def btc_30m() -> pd.DataFrame:
+    """Real Bitfinex BTC/USD 30m candles, the full bundled file (about 35,000 rows)."""
+    return load_sample(SAMPLE_ROOT, "bitfinex_30m", "BTC/USD")
+
+
+@pytest.fixture(scope="session")
+def btc_1h() -> pd.DataFrame:
+    """Real Coinbase BTC/USD hourly candles (about 20,000 rows), oldest first."""
+    return load_sample(SAMPLE_ROOT, "coinbase_1h", "BTC/USD")
+
+
+def make_candles(
+    n: int,
+    seed: int = 0,
+    start: str = "2024-01-01",
+    timeframe: str = "1h",
+    symbol: str = "BTC/USD",
+    exchange: str = "testex",
+) -> pd.DataFrame:
+    """A seeded random-walk candle table in canonical form (valid OHLC, positive volume)."""
+    rng = np.random.default_rng(seed)
+    step = pd.Timedelta(timeframe.replace("m", "min") if timeframe.endswith("m") else timeframe)
+    close = 100.0 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+    open_ = np.concatenate([[100.0], close[:-1]])
+    spread = np.abs(rng.normal(0, 0.004, n)) * close
+    high = np.maximum(open_, close) + spread
+    low = np.minimum(open_, close) - spread
+    volume = rng.lognormal(3, 0.5, n)
+    return pd.DataFrame(
+        {
+            "timestamp": pd.date_range(start, periods=n, freq=step, tz="UTC"),
+            "open": open_,
+            "high": high,
+            "low": low,
+            "close": close,
+            "volume": volume,
+            "exchange": exchange,
+            "symbol": symbol,
+            "timeframe": timeframe,
+        }
+    )
+
+
+@pytest.fixture
+def candle_factory():
+    """Call ``candle_factory(n, seed=...)`` for a seeded synthetic candle table."""
+    return make_candles
