@@ -1,0 +1,38 @@
+# The two commands: `make run` (set up, then `dvc repro` on the bundled data) and `make test`.
+# Both create or reuse .venv and install the locked dependencies; nothing needs to be installed first
+# except Python 3.11.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: run test setup lint bench mlflow-ui clean-outputs
+
+run: setup
+	$(BIN)/dvc repro
+	$(BIN)/dvc metrics show
+
+test: setup
+	$(BIN)/python -m pytest -n 2 --timeout 900 $(PYTEST_ARGS)
+
+setup: $(STAMP)
+
+$(STAMP):
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=/path/to/python3.11" >&2; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip uv
+	# torch first, alone: the CPU build; anything else would pull the CUDA packages.
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/uv pip install --python $(BIN)/python -r requirements.lock
+	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
+	rm -f $(VENV)/.installed-* && touch $@
+
+lint: setup
+	$(BIN)/ruff check src tests flows feature_repo bench
+	$(BIN)/mypy src
+
+bench: setup
+	$(BIN)/python bench/run_all.py
+
+mlflow-ui: setup
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns.db --port 5000

@@ -1,0 +1,1 @@
+"""Feast integration: definitions of the candle feature views, apply, materialize, retrieval."""

@@ -1,0 +1,5 @@
+"""Pipeline stages: the I/O edge of each `dvc repro` stage (read inputs, call the library, write outputs).
+
+The CLI, the Prefect flows in ``flows/`` and ``dvc.yaml`` all call these functions, so there is one
+code path however a stage is started.
+"""
