@@ -70,6 +70,18 @@ def check_params(root: RootOption = Path("."), params: ParamsOption = None) -> N
     typer.echo(json.dumps(loaded.model_dump(mode="json", by_alias=True), indent=2))
 
 
+@app.command("data-docs")
+def data_docs(
+    root: RootOption = Path("."),
+    out: Annotated[Path | None, typer.Option("--out", help="Folder to render into.")] = None,
+) -> None:
+    """Render Great Expectations Data Docs (the suite and stored validation results)."""
+    from candlecast.validation import build_data_docs
+
+    index = build_data_docs(root / "expectations", out)
+    typer.echo(str(index))
+
+
 def run_stage_command(flows: Mapping[str, Callable[..., Any]], argv: Sequence[str]) -> int:
     """Entry point of ``python flows/pipeline.py <stage>``: run one stage's Prefect flow.
 

@@ -1,0 +1,101 @@
+"""`dvc repro` through the Prefect flows on a miniature project, and the CLI's error contract."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from mini_project import make_mini_project
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
+    return env
+
+
+def _run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=1500)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return done
+
+
+def test_dvc_repro_runs_every_stage_then_only_what_a_param_change_touches(tmp_path, repo_root):
+    project = make_mini_project(repo_root, tmp_path / "proj")
+    _run(["git", "init", "-q"], project)
+    _run([str(BIN / "dvc"), "init", "-q"], project)
+    _run([str(BIN / "dvc"), "config", "core.analytics", "false"], project)
+
+    first = _run([str(BIN / "dvc"), "repro"], project)
+    for stage in ("ingest", "validate", "features", "feature-store", "train", "evaluate"):
+        assert f"Running stage '{stage}'" in first.stdout
+    metrics = json.loads(_run([str(BIN / "dvc"), "metrics", "show", "--json"], project).stdout)
+    shown = json.dumps(metrics)
+    assert "log_loss" in shown and "auc" in shown and "bad_fraction" in shown
+
+    again = _run([str(BIN / "dvc"), "repro"], project)
+    assert "Running stage" not in again.stdout
+
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["evaluate"]["cost_bps"] = 25.0
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    partial = _run([str(BIN / "dvc"), "repro"], project)
+    assert "Running stage 'evaluate'" in partial.stdout
+    for stage in ("ingest", "validate", "features", "feature-store", "train"):
+        assert f"Running stage '{stage}'" not in partial.stdout
+    plots = _run([str(BIN / "dvc"), "plots", "show", "--json"], project)
+    assert "calibration.csv" in plots.stdout
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "message"),
+    [
+        ("train", "seed", "forty-two", "train.seed"),
+        ("ingest", "symbols", ["DOGE/USD"], "not in sample dataset"),
+        ("ingest", "timeframe", "7q", "timeframe '7q' is not supported"),
+        ("features", "rsi_window", 0, "features.rsi_window"),
+    ],
+)
+def test_bad_params_give_one_error_line_and_no_output(tmp_path, repo_root, section, key, value, message):
+    project = make_mini_project(repo_root, tmp_path / "proj", overrides={section: {key: value}})
+    done = _run([str(BIN / "python"), "flows/pipeline.py", "ingest"], project, check=False)
+    assert done.returncode == 1
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], done.stderr
+    assert not (project / "data" / "raw").exists()
+
+
+def test_cli_reports_a_truncated_sample_file_in_one_line(tmp_path, repo_root):
+    project = make_mini_project(repo_root, tmp_path / "proj")
+    target = project / "data/sample/bitfinex_30m/BTC.csv.gz"
+    target.write_bytes(target.read_bytes()[:500])
+    done = _run([str(BIN / "candlecast"), "ingest"], project, check=False)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1].startswith("error: sample file")
+    assert "truncated" in done.stderr
+    assert not list((project / "data").glob("raw/**/*.parquet"))
+
+
+def test_prefect_flow_runs_the_ingest_stage_under_the_test_harness(tmp_path, repo_root):
+    from prefect.testing.utilities import prefect_test_harness
+
+    project = make_mini_project(repo_root, tmp_path / "proj")
+    sys.path.insert(0, str(project))
+    try:
+        from flows.pipeline import ingest_flow
+
+        with prefect_test_harness():
+            result = ingest_flow(root=str(project), params_file=str(project / "params.yaml"))
+    finally:
+        sys.path.remove(str(project))
+    assert result["source"] == "sample"
+    assert set(result["series"]) == {"bitfinex:BTC/USD:30m", "bitfinex:ETH/USD:30m"}
