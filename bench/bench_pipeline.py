@@ -21,7 +21,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-COPY = ["dvc.yaml", "params.yaml", ".dvcignore", "feature_repo", "flows", "expectations", "data/sample"]
+COPY = [
+    "dvc.yaml",
+    "params.yaml",
+    ".dvcignore",
+    "feature_repo",
+    "flows",
+    "expectations",
+    "data/sample",
+]
 
 
 def _copy_project(target: Path) -> None:
@@ -52,7 +60,9 @@ def main() -> None:
         _copy_project(project)
         subprocess.run(["git", "init", "-q"], cwd=project, check=True)
         subprocess.run([str(BIN / "dvc"), "init", "-q"], cwd=project, check=True)
-        subprocess.run([str(BIN / "dvc"), "config", "core.analytics", "false"], cwd=project, check=True)
+        subprocess.run(
+            [str(BIN / "dvc"), "config", "core.analytics", "false"], cwd=project, check=True
+        )
         clean, out = _timed([str(BIN / "dvc"), "repro"], project)
         stages = re.findall(r"Running stage '([^']+)'", out)
         noop, _ = _timed([str(BIN / "dvc"), "repro"], project)

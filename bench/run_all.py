@@ -25,7 +25,9 @@ def main() -> int:
     bench_python = HERE.parent / ".venv-bench" / "bin" / "python"
     if bench_python.exists():
         print("\n## bench_backtest.py", flush=True)
-        if subprocess.run([str(bench_python), str(HERE / "bench_backtest.py")], check=False).returncode:
+        if subprocess.run(
+            [str(bench_python), str(HERE / "bench_backtest.py")], check=False
+        ).returncode:
             failed.append("bench_backtest.py")
     else:
         print("\n(bench_backtest.py skipped: create .venv-bench as described in its header)")

@@ -29,7 +29,9 @@ ParamsOption = Annotated[
 
 def _setup_logging() -> None:
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
     )
 
 
@@ -49,7 +51,7 @@ def _run(stage: str, root: Path, params_file: Path | None) -> None:
 
 
 def _make_command(stage: str) -> Callable[..., None]:
-    def command(root: RootOption = Path("."), params: ParamsOption = None) -> None:
+    def command(root: RootOption = Path(), params: ParamsOption = None) -> None:
         _run(stage, root, params)
 
     command.__doc__ = f"Run the `{stage}` stage of the pipeline (see dvc.yaml)."
@@ -61,7 +63,7 @@ for _stage in STAGES:
 
 
 @app.command("check-params")
-def check_params(root: RootOption = Path("."), params: ParamsOption = None) -> None:
+def check_params(root: RootOption = Path(), params: ParamsOption = None) -> None:
     """Validate params.yaml and print the resolved parameters."""
     try:
         loaded = load_params(params or root / "params.yaml")
@@ -72,7 +74,7 @@ def check_params(root: RootOption = Path("."), params: ParamsOption = None) -> N
 
 @app.command("data-docs")
 def data_docs(
-    root: RootOption = Path("."),
+    root: RootOption = Path(),
     out: Annotated[Path | None, typer.Option("--out", help="Folder to render into.")] = None,
 ) -> None:
     """Render Great Expectations Data Docs (the suite and stored validation results)."""

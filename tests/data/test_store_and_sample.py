@@ -29,8 +29,11 @@ def test_upsert_over_an_overlapping_window_is_idempotent(tmp_path, candle_factor
     store.upsert(SERIES, candles.iloc[100:400])
     assert _digest(store.path(SERIES)) == once
     stored = store.read(SERIES)
-    pd.testing.assert_frame_equal(stored, candles.pipe(lambda f: f.assign(
-        timestamp=f["timestamp"].astype("datetime64[ns, UTC]"))), check_dtype=False)
+    pd.testing.assert_frame_equal(
+        stored,
+        candles.pipe(lambda f: f.assign(timestamp=f["timestamp"].astype("datetime64[ns, UTC]"))),
+        check_dtype=False,
+    )
     assert stored["timestamp"].is_monotonic_increasing and stored["timestamp"].is_unique
 
 
@@ -81,7 +84,12 @@ def test_bitfinex_loader_maps_the_open_close_high_low_column_order(btc_30m):
     # first row of BTC.csv.gz: Date,open,CLOSE,high,low,volume = 4367.1,4386.3,4387.5,4365.0,755.52
     first = btc_30m.iloc[0]
     assert first["timestamp"] == pd.Timestamp("2017-10-01 00:00", tz="UTC")
-    assert (first["open"], first["high"], first["low"], first["close"]) == (4367.1, 4387.5, 4365.0, 4386.3)
+    assert (first["open"], first["high"], first["low"], first["close"]) == (
+        4367.1,
+        4387.5,
+        4365.0,
+        4386.3,
+    )
     assert len(btc_30m) == 35019
     assert btc_30m["timestamp"].is_monotonic_increasing
 
@@ -116,7 +124,9 @@ def test_truncated_gzip_gives_a_clear_error(tmp_path, repo_root):
 
 
 def test_wrong_header_and_non_numbers_are_named(tmp_path):
-    _write_gz(tmp_path / "bitfinex_30m/BTC.csv.gz", "Date,BTC.open,BTC.high\n2020-01-01 00:00:00,1,2\n")
+    _write_gz(
+        tmp_path / "bitfinex_30m/BTC.csv.gz", "Date,BTC.open,BTC.high\n2020-01-01 00:00:00,1,2\n"
+    )
     with pytest.raises(SampleDataError, match="header"):
         load_sample(tmp_path, "bitfinex_30m", "BTC/USD")
     _write_gz(
@@ -141,7 +151,8 @@ def test_empty_download_and_unknown_names(tmp_path):
 def test_coinbase_bad_date_is_reported(tmp_path):
     path = _write_gz(
         tmp_path / "c.csv.gz",
-        "comment\ndate,symbol,open,high,low,close,volume_btc,volume\n2019-10-17 13-XM,BTCUSD,1,2,0.5,1,1,1\n",
+        "comment\ndate,symbol,open,high,low,close,volume_btc,volume\n"
+        "2019-10-17 13-XM,BTCUSD,1,2,0.5,1,1,1\n",
     )
     with pytest.raises(SampleDataError, match="unparseable date"):
         load_coinbase(path, "BTC/USD")

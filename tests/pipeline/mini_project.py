@@ -18,9 +18,12 @@ def make_mini_project(repo_root: Path, target: Path, overrides: dict | None = No
     for name in ("dvc.yaml", ".dvcignore"):
         shutil.copy(repo_root / name, target / name)
     for folder in ("feature_repo", "flows"):
-        shutil.copytree(repo_root / folder, target / folder, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(
+            repo_root / folder, target / folder, ignore=shutil.ignore_patterns("__pycache__")
+        )
     shutil.copytree(
-        repo_root / "expectations", target / "expectations",
+        repo_root / "expectations",
+        target / "expectations",
         ignore=shutil.ignore_patterns("uncommitted"),
     )
     sample = target / "data" / "sample" / "bitfinex_30m"

@@ -25,7 +25,9 @@ def _env() -> dict[str, str]:
 def _run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
     done = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=1500)
     if check and done.returncode != 0:
-        raise AssertionError(f"{cmd} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        raise AssertionError(
+            f"{cmd} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        )
     return done
 
 
@@ -65,7 +67,9 @@ def test_dvc_repro_runs_every_stage_then_only_what_a_param_change_touches(tmp_pa
         ("features", "rsi_window", 0, "features.rsi_window"),
     ],
 )
-def test_bad_params_give_one_error_line_and_no_output(tmp_path, repo_root, section, key, value, message):
+def test_bad_params_give_one_error_line_and_no_output(
+    tmp_path, repo_root, section, key, value, message
+):
     project = make_mini_project(repo_root, tmp_path / "proj", overrides={section: {key: value}})
     done = _run([str(BIN / "python"), "flows/pipeline.py", "ingest"], project, check=False)
     assert done.returncode == 1

@@ -54,7 +54,8 @@ def test_training_set_is_the_point_in_time_join_of_the_feature_rows(ran):
     dataset = pd.read_parquet(paths.training_set)
     features = pd.read_parquet(paths.features)
     merged = dataset.merge(
-        features[[JOIN_KEY, EVENT_TIMESTAMP, *names]], on=[JOIN_KEY, EVENT_TIMESTAMP],
+        features[[JOIN_KEY, EVENT_TIMESTAMP, *names]],
+        on=[JOIN_KEY, EVENT_TIMESTAMP],
         suffixes=("", "_offline"),
     )
     assert len(merged) == len(dataset) == len(features)
@@ -73,7 +74,9 @@ def test_online_features_of_the_latest_candle_equal_its_offline_row(ran):
     assert sorted(online.index) == sorted(keys)
     for key in keys:
         np.testing.assert_allclose(
-            online.loc[key, names].to_numpy(float), latest.loc[key, names].to_numpy(float), rtol=1e-12
+            online.loc[key, names].to_numpy(float),
+            latest.loc[key, names].to_numpy(float),
+            rtol=1e-12,
         )
 
 
@@ -92,7 +95,9 @@ def test_training_is_tracked_in_mlflow_with_model_signature_and_lineage(ran):
     dataset = pd.read_parquet(paths.training_set)
     probs = model.predict(dataset[names].head(10))
     assert np.all((np.asarray(probs) >= 0) & (np.asarray(probs) <= 1))
-    versions = mlflow.MlflowClient().search_model_versions(f"name='{params.mlflow.registered_model}'")
+    versions = mlflow.MlflowClient().search_model_versions(
+        f"name='{params.mlflow.registered_model}'"
+    )
     assert any(v.run_id == run_id for v in versions)
 
 
@@ -106,7 +111,12 @@ def test_evaluation_reports_out_of_sample_metrics_beside_the_baseline(ran):
     assert metrics["base_rate"]["auc"] is None or metrics["base_rate"]["auc"] == 0.5
     for key in ("log_loss", "accuracy", "auc"):
         assert 0 < metrics["lightgbm"][key] < 1
-    for plot in ("calibration.csv", "feature_importance.csv", "calibration.png", "feature_importance.png"):
+    for plot in (
+        "calibration.csv",
+        "feature_importance.csv",
+        "calibration.png",
+        "feature_importance.png",
+    ):
         assert (paths.plots / plot).stat().st_size > 0
 
 

@@ -38,7 +38,11 @@ class SampleDataset:
 
 DATASETS: dict[str, SampleDataset] = {
     "bitfinex_30m": SampleDataset(
-        "bitfinex_30m", "bitfinex", "30m", "USD", ("BTC/USD", "ETH/USD", "EOS/USD", "LTC/USD", "XRP/USD")
+        "bitfinex_30m",
+        "bitfinex",
+        "30m",
+        "USD",
+        ("BTC/USD", "ETH/USD", "EOS/USD", "LTC/USD", "XRP/USD"),
     ),
     "coinbase_1h": SampleDataset("coinbase_1h", "coinbase", "1h", "USD", ("BTC/USD",)),
 }
@@ -78,8 +82,12 @@ def load_bitfinex(path: Path, symbol: str) -> pd.DataFrame:
     frame = _read_csv(path)
     expected = ["Date", *(f"{base}.{c}" for c in ("open", "close", "high", "low", "volume"))]
     if list(frame.columns) != expected:
-        raise SampleDataError(f"sample file {path}: header {list(frame.columns)}, expected {expected}")
-    out = _numeric(frame, path, {c: f"{base}.{c}" for c in ("open", "high", "low", "close", "volume")})
+        raise SampleDataError(
+            f"sample file {path}: header {list(frame.columns)}, expected {expected}"
+        )
+    out = _numeric(
+        frame, path, {c: f"{base}.{c}" for c in ("open", "high", "low", "close", "volume")}
+    )
     out.insert(0, "timestamp", pd.to_datetime(frame["Date"], format="%Y-%m-%d %H:%M:%S", utc=True))
     return out
 
@@ -88,7 +96,9 @@ def load_coinbase(path: Path, symbol: str) -> pd.DataFrame:
     frame = _read_csv(path, skiprows=1)
     expected = ["date", "symbol", "open", "high", "low", "close", "volume_btc", "volume"]
     if list(frame.columns) != expected:
-        raise SampleDataError(f"sample file {path}: header {list(frame.columns)}, expected {expected}")
+        raise SampleDataError(
+            f"sample file {path}: header {list(frame.columns)}, expected {expected}"
+        )
     wanted = symbol.replace("/", "")
     if not (frame["symbol"] == wanted).all():
         raise SampleDataError(f"sample file {path}: rows for a symbol other than {wanted}")
@@ -96,8 +106,11 @@ def load_coinbase(path: Path, symbol: str) -> pd.DataFrame:
         stamps = pd.to_datetime(frame["date"], format="%Y-%m-%d %I-%p", utc=True)
     except ValueError as exc:
         raise SampleDataError(f"sample file {path}: unparseable date: {exc}") from exc
-    out = _numeric(frame, path, {"open": "open", "high": "high", "low": "low", "close": "close",
-                                 "volume": "volume_btc"})
+    out = _numeric(
+        frame,
+        path,
+        {"open": "open", "high": "high", "low": "low", "close": "close", "volume": "volume_btc"},
+    )
     out.insert(0, "timestamp", stamps)
     # newest first in the file; the canonical table is oldest first
     return out.iloc[::-1].reset_index(drop=True)
@@ -113,11 +126,14 @@ def sample_path(sample_root: Path, dataset: SampleDataset, symbol: str) -> Path:
 def load_sample(sample_root: str | Path, dataset_name: str, symbol: str) -> pd.DataFrame:
     """Load one bundled series as a canonical candle table (rows as in the file, never dropped)."""
     if dataset_name not in DATASETS:
-        raise SampleDataError(f"unknown sample dataset {dataset_name!r}; expected one of {sorted(DATASETS)}")
+        raise SampleDataError(
+            f"unknown sample dataset {dataset_name!r}; expected one of {sorted(DATASETS)}"
+        )
     dataset = DATASETS[dataset_name]
     if symbol not in dataset.symbols:
         raise SampleDataError(
-            f"symbol {symbol!r} is not in sample dataset {dataset_name}; expected one of {list(dataset.symbols)}"
+            f"symbol {symbol!r} is not in sample dataset {dataset_name}; "
+            f"expected one of {list(dataset.symbols)}"
         )
     path = sample_path(Path(sample_root), dataset, symbol)
     loader = load_bitfinex if dataset.name == "bitfinex_30m" else load_coinbase

@@ -78,7 +78,9 @@ def conform(frame: pd.DataFrame) -> pd.DataFrame:
     """
     missing = [c for c in CANDLE_COLUMNS if c not in frame.columns]
     if missing:
-        raise ValueError(f"candle table is missing columns {missing}; expected {list(CANDLE_COLUMNS)}")
+        raise ValueError(
+            f"candle table is missing columns {missing}; expected {list(CANDLE_COLUMNS)}"
+        )
     out = frame.loc[:, list(CANDLE_COLUMNS)].copy()
     ts = out["timestamp"]
     if not isinstance(ts.dtype, pd.DatetimeTZDtype):

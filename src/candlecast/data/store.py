@@ -35,7 +35,7 @@ def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
     os.close(fd)
     try:
         frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
+        Path(tmp).replace(path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -60,7 +60,9 @@ class CandleStore:
         """Every series with a stored table, sorted."""
         found = []
         for path in self.root.glob(f"exchange=*/symbol=*/timeframe=*/{FILE_NAME}"):
-            ex, sym, tf = (p.name.split("=", 1)[1] for p in (path.parents[2], path.parents[1], path.parent))
+            ex, sym, tf = (
+                p.name.split("=", 1)[1] for p in (path.parents[2], path.parents[1], path.parent)
+            )
             found.append(SeriesId(ex, _symbol_from_dir(sym), tf))
         return sorted(found)
 
@@ -104,7 +106,9 @@ class CandleStore:
 
     def replace(self, series: SeriesId, candles: pd.DataFrame) -> None:
         """Overwrite the stored table of ``series`` with ``candles`` (sorted, as given)."""
-        write_parquet_atomic(conform(candles).sort_values("timestamp", kind="stable"), self.path(series))
+        write_parquet_atomic(
+            conform(candles).sort_values("timestamp", kind="stable"), self.path(series)
+        )
 
     def __iter__(self) -> Iterator[SeriesId]:
         return iter(self.series())

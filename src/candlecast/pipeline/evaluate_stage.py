@@ -46,7 +46,9 @@ def run_evaluate(params: Params, paths: Paths) -> dict[str, object]:
     }
     paths.metrics.mkdir(parents=True, exist_ok=True)
     paths.plots.mkdir(parents=True, exist_ok=True)
-    (paths.metrics / "evaluate.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    (paths.metrics / "evaluate.json").write_text(
+        json.dumps(metrics, indent=2, sort_keys=True) + "\n"
+    )
 
     # quantile bins: the predictions crowd around 0.5, equal-width bins would hide the shape
     calibration = calibration_curve(
@@ -60,10 +62,17 @@ def run_evaluate(params: Params, paths: Paths) -> dict[str, object]:
     _plot_calibration(calibration, png_calibration)
     _plot_importance(importance, png_importance)
 
-    configure_mlflow(params.mlflow.tracking_uri, params.mlflow.artifact_root, params.mlflow.experiment,
-                     paths.root)
+    configure_mlflow(
+        params.mlflow.tracking_uri,
+        params.mlflow.artifact_root,
+        params.mlflow.experiment,
+        paths.root,
+    )
     with mlflow.start_run(run_id=summary["mlflow_run_id"]):
-        for model, values in (("lightgbm", metrics["lightgbm"]), ("base_rate", metrics["base_rate"])):
+        for model, values in (
+            ("lightgbm", metrics["lightgbm"]),
+            ("base_rate", metrics["base_rate"]),
+        ):
             prefix = "test" if model == "lightgbm" else "baseline_base_rate_test"
             mlflow.log_metrics({f"{prefix}_{k}": v for k, v in values.items() if v is not None})
         mlflow.log_artifact(str(png_calibration), "plots")
@@ -83,8 +92,13 @@ def _plot_calibration(table: pd.DataFrame, path) -> None:
     ax.plot(table["mean_prob"], table["frac_up"], "o-", label="LightGBM (test)")
     lo = min(table["mean_prob"].min(), table["frac_up"].min()) - 0.02
     hi = max(table["mean_prob"].max(), table["frac_up"].max()) + 0.02
-    ax.set(xlim=(lo, hi), ylim=(lo, hi), xlabel="mean predicted P(up)", ylabel="observed fraction up",
-           title="Calibration, out of sample")
+    ax.set(
+        xlim=(lo, hi),
+        ylim=(lo, hi),
+        xlabel="mean predicted P(up)",
+        ylabel="observed fraction up",
+        title="Calibration, out of sample",
+    )
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -35,6 +35,9 @@ def run_features(params: Params, paths: Paths) -> dict[str, object]:
         "rows": len(feature_table),
         "features": len(names),
         "rows_with_all_features": int(warm.sum()),
-        "labelled_rows": {c: int(label_table[c].notna().sum()) for c in label_table.columns
-                          if c.startswith("label_")},
+        "labelled_rows": {
+            c: int(label_table[c].notna().sum())
+            for c in label_table.columns
+            if c.startswith("label_")
+        },
     }

@@ -1,4 +1,4 @@
-"""`ingest` stage: candles from the bundled sample (offline default) or from an exchange via ccxt."""
+"""`ingest` stage: candles from the bundled sample (offline default) or an exchange via ccxt."""
 
 from __future__ import annotations
 
@@ -19,7 +19,11 @@ def run_ingest(params: Params, paths: Paths) -> dict[str, object]:
     cfg = params.ingest
     store = CandleStore(paths.raw)
     if cfg.source == "sample":
-        report: dict[str, object] = {"source": "sample", "dataset": cfg.sample_dataset, "series": {}}
+        report: dict[str, object] = {
+            "source": "sample",
+            "dataset": cfg.sample_dataset,
+            "series": {},
+        }
         for series in tqdm(cfg.series, desc="ingest (sample)", unit="series"):
             candles = load_sample(paths.sample, cfg.sample_dataset, series.symbol)
             rows = store.upsert(series, candles)

@@ -49,23 +49,35 @@ def run_train(params: Params, paths: Paths) -> dict[str, object]:
     cfg = params.train
     dataset, names = load_training_set(params, paths)
     horizon = max(params.labels.horizons)
-    parts = chronological_holdout(dataset[EVENT_TIMESTAMP], cfg.split.train, cfg.split.val, purge=horizon)
+    parts = chronological_holdout(
+        dataset[EVENT_TIMESTAMP], cfg.split.train, cfg.split.val, purge=horizon
+    )
     X, y = dataset[names], dataset[cfg.label]
     lgb_params = cfg.lightgbm.model_dump(exclude={"early_stopping_rounds"})
 
-    configure_mlflow(params.mlflow.tracking_uri, params.mlflow.artifact_root, params.mlflow.experiment,
-                     paths.root)
+    configure_mlflow(
+        params.mlflow.tracking_uri,
+        params.mlflow.artifact_root,
+        params.mlflow.experiment,
+        paths.root,
+    )
     lineage = lineage_for(params, paths)
     out_dir = paths.lightgbm_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     with mlflow.start_run(run_name="lightgbm-holdout") as run:
         mlflow.set_tags({"model_family": "lightgbm", "stage": "train", **lineage.as_tags()})
         mlflow.log_params({f"lgbm.{k}": v for k, v in lgb_params.items()})
-        mlflow.log_params({
-            "label": cfg.label, "seed": cfg.seed, "n_features": len(names),
-            "split.train": cfg.split.train, "split.val": cfg.split.val, "purge": horizon,
-            **{f"boundary.{k}": v for k, v in parts.boundaries.items()},
-        })
+        mlflow.log_params(
+            {
+                "label": cfg.label,
+                "seed": cfg.seed,
+                "n_features": len(names),
+                "split.train": cfg.split.train,
+                "split.val": cfg.split.val,
+                "purge": horizon,
+                **{f"boundary.{k}": v for k, v in parts.boundaries.items()},
+            }
+        )
         bar = tqdm(total=cfg.lightgbm.n_estimators, desc="lightgbm", unit="tree", leave=False)
 
         def progress(iteration: int, val_loss: float) -> None:
@@ -73,9 +85,14 @@ def run_train(params: Params, paths: Paths) -> dict[str, object]:
             bar.set_postfix(val_logloss=f"{val_loss:.5f}")
 
         fit = fit_lightgbm_direction(
-            X.iloc[parts.train], y.iloc[parts.train], X.iloc[parts.val], y.iloc[parts.val],
-            params=lgb_params, early_stopping_rounds=cfg.lightgbm.early_stopping_rounds,
-            seed=cfg.seed, on_iteration=progress,
+            X.iloc[parts.train],
+            y.iloc[parts.train],
+            X.iloc[parts.val],
+            y.iloc[parts.val],
+            params=lgb_params,
+            early_stopping_rounds=cfg.lightgbm.early_stopping_rounds,
+            seed=cfg.seed,
+            on_iteration=progress,
         )
         bar.close()
         for step, value in enumerate(fit.eval_log_loss, start=1):
@@ -84,22 +101,31 @@ def run_train(params: Params, paths: Paths) -> dict[str, object]:
         mlflow.log_metric("val_log_loss", float(fit.eval_log_loss[fit.best_iteration - 1]))
 
         example = X.iloc[parts.train[:5]]
-        signature = infer_signature(example, fit.model.predict_proba(example)[:, 1])
+        signature = infer_signature(example, np.asarray(fit.model.predict_proba(example))[:, 1])
         mlflow.lightgbm.log_model(
-            fit.model, name="model", signature=signature, input_example=example,
+            fit.model,
+            name="model",
+            signature=signature,
+            input_example=example,
             registered_model_name=params.mlflow.registered_model,
         )
         mlflow.log_dict({"features": names}, "feature_list.json")
         fit.model.booster_.save_model(str(out_dir / "model.txt"), num_iteration=fit.best_iteration)
 
         predictions = _predictions(
-            dataset, parts, fit.model.predict_proba(X)[:, 1], cfg.label, cfg.target_return
+            dataset,
+            parts,
+            np.asarray(fit.model.predict_proba(X))[:, 1],
+            cfg.label,
+            cfg.target_return,
         )
         write_parquet_atomic(predictions, out_dir / "predictions.parquet")
-        importance = pd.DataFrame({
-            "feature": names,
-            "gain": fit.model.booster_.feature_importance(importance_type="gain"),
-        }).sort_values("gain", ascending=False)
+        importance = pd.DataFrame(
+            {
+                "feature": names,
+                "gain": fit.model.booster_.feature_importance(importance_type="gain"),
+            }
+        ).sort_values("gain", ascending=False)
         importance.to_csv(out_dir / "feature_importance.csv", index=False)
         summary = {
             "mlflow_run_id": run.info.run_id,

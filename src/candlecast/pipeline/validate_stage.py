@@ -37,7 +37,9 @@ def run_validate(params: Params, paths: Paths) -> dict[str, object]:
     for series in params.ingest.series:
         candles = raw.read(series)
         if candles.empty:
-            raise ValueError(f"no raw candles for {series.key} in {paths.raw}; run the ingest stage")
+            raise ValueError(
+                f"no raw candles for {series.key} in {paths.raw}; run the ingest stage"
+            )
         try:
             outcomes[series.key] = validate_candles(candles, params.validate_, paths.expectations)
         except ValidationFailed as failed:
@@ -47,7 +49,8 @@ def run_validate(params: Params, paths: Paths) -> dict[str, object]:
     reports = paths.validation_reports
     if reports.exists():
         shutil.rmtree(reports)
-    for key, result in {**outcomes, **failures}.items():
+    judged: dict[str, ValidationOutcome | ValidationFailed] = {**outcomes, **failures}
+    for key, result in judged.items():
         write_validation_outcome(
             result,
             valid_path=None,
@@ -56,7 +59,7 @@ def run_validate(params: Params, paths: Paths) -> dict[str, object]:
             summary_path=reports / f"{_file_key(key)}.summary.json",
         )
     docs = build_data_docs(paths.expectations, reports / "data_docs")
-    summary = {key: _metrics(result.summary) for key, result in {**outcomes, **failures}.items()}
+    summary = {key: _metrics(result.summary) for key, result in judged.items()}
     if failures:
         details = "; ".join(f"{key}: {failed}" for key, failed in failures.items())
         raise ValueError(f"validation rejected {len(failures)} series ({details}); see {reports}")
@@ -67,8 +70,9 @@ def run_validate(params: Params, paths: Paths) -> dict[str, object]:
     paths.quarantine.mkdir(parents=True, exist_ok=True)
     all_quarantined = [o.quarantine.assign(series_id=k) for k, o in outcomes.items()]
     if all_quarantined:
-        write_parquet_atomic(pd.concat(all_quarantined, ignore_index=True),
-                             paths.quarantine / "quarantine.parquet")
+        write_parquet_atomic(
+            pd.concat(all_quarantined, ignore_index=True), paths.quarantine / "quarantine.parquet"
+        )
     paths.metrics.mkdir(parents=True, exist_ok=True)
     write_json_atomic(summary, paths.metrics / "validation.json")
     log.info("Data Docs: %s", docs)
@@ -80,4 +84,3 @@ def _metrics(summary: dict) -> dict[str, object]:
     return {k: v for k, v in summary.items() if isinstance(v, int | float | bool)} | {
         "bad_rows_by_rule": summary.get("bad_rows_by_rule", summary.get("rule_counts", {}))
     }
-

@@ -7,7 +7,9 @@ from pathlib import Path
 import mlflow
 
 
-def configure_mlflow(tracking_uri: str, artifact_root: str | Path, experiment: str, root: Path) -> str:
+def configure_mlflow(
+    tracking_uri: str, artifact_root: str | Path, experiment: str, root: Path
+) -> str:
     """Set the tracking URI (relative SQLite paths are taken from ``root``) and make sure the
     experiment exists with its artifacts under ``artifact_root``. Returns the experiment id."""
     if tracking_uri.startswith("sqlite:///") and not tracking_uri.startswith("sqlite:////"):
@@ -21,6 +23,8 @@ def configure_mlflow(tracking_uri: str, artifact_root: str | Path, experiment: s
     if not artifacts.is_absolute():
         artifacts = root / artifacts
     artifacts.mkdir(parents=True, exist_ok=True)
-    experiment_id = mlflow.create_experiment(experiment, artifact_location=artifacts.resolve().as_uri())
+    experiment_id = mlflow.create_experiment(
+        experiment, artifact_location=artifacts.resolve().as_uri()
+    )
     mlflow.set_experiment(experiment_id=experiment_id)
     return str(experiment_id)

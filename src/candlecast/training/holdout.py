@@ -21,9 +21,7 @@ class Holdout:
     boundaries: dict[str, str]
 
 
-def chronological_holdout(
-    times: pd.Series, train: float, val: float, purge: int = 1
-) -> Holdout:
+def chronological_holdout(times: pd.Series, train: float, val: float, purge: int = 1) -> Holdout:
     """Row positions of the train, validation and test parts of ``times`` (any order)."""
     if times.isna().any():
         raise ValueError("timestamps must not be missing")
@@ -34,7 +32,8 @@ def chronological_holdout(
     n_train, n_val = int(n * train), int(n * val)
     if min(n_train - purge, n_val - purge, n - n_train - n_val) < 1:
         raise ValueError(
-            f"{n} time steps are too few for a train/val/test split of {train}/{val} with purge {purge}"
+            f"{n} time steps are too few for a train/val/test split of {train}/{val} "
+            f"with purge {purge}"
         )
     train_end = unique[n_train - purge]  # exclusive
     val_start, val_end = unique[n_train], unique[n_train + n_val - purge]

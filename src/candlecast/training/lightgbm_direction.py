@@ -1,9 +1,10 @@
-"""LightGBM next-candle direction classifier with early stopping on a chronological validation part."""
+"""LightGBM next-candle direction classifier, early-stopped on a chronological validation part."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import lightgbm as lgb
 import numpy as np
@@ -23,7 +24,7 @@ def fit_lightgbm_direction(
     X_val: pd.DataFrame,
     y_val: pd.Series,
     *,
-    params: dict[str, float | int],
+    params: dict[str, Any],
     early_stopping_rounds: int,
     seed: int,
     on_iteration: Callable[[int, float], None] | None = None,
@@ -32,7 +33,9 @@ def fit_lightgbm_direction(
     for name, y in (("train", y_train), ("validation", y_val)):
         labels = set(np.unique(y.to_numpy()))
         if not labels <= {0.0, 1.0} or len(labels) < 2:
-            raise ValueError(f"{name} labels must contain both classes 0 and 1, got {sorted(labels)}")
+            raise ValueError(
+                f"{name} labels must contain both classes 0 and 1, got {sorted(labels)}"
+            )
     model = lgb.LGBMClassifier(
         objective="binary",
         random_state=seed,
@@ -46,14 +49,19 @@ def fit_lightgbm_direction(
     if on_iteration is not None:
 
         def _report(env: lgb.callback.CallbackEnv) -> None:
-            for _, metric, value, _ in env.evaluation_result_list:
-                if metric == "binary_logloss":
-                    on_iteration(env.iteration + 1, float(value))
+            for entry in env.evaluation_result_list or []:
+                if entry[1] == "binary_logloss":
+                    on_iteration(env.iteration + 1, float(entry[2]))
 
         callbacks.append(_report)
     model.fit(
-        X_train, y_train.astype(int), eval_set=[(X_val, y_val.astype(int))],
-        eval_metric="binary_logloss", callbacks=callbacks,
+        X_train,
+        y_train.astype(int),
+        eval_set=[(X_val, y_val.astype(int))],
+        eval_metric="binary_logloss",
+        callbacks=callbacks,
     )
     history = model.evals_result_["valid_0"]["binary_logloss"]
-    return LightGBMFit(model, int(model.best_iteration_ or len(history)), [float(v) for v in history])
+    return LightGBMFit(
+        model, int(model.best_iteration_ or len(history)), [float(v) for v in history]
+    )
