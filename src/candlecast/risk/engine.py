@@ -1,0 +1,389 @@
+"""The risk engine: one object, called the same way by the backtester and the live trader.
+
+It has no clock, no I/O and no hidden state: every method takes the :class:`RiskState` (and
+numbers) and returns a new state and/or :class:`Decision` values; inputs are never mutated.
+Times are UTC nanoseconds since the epoch (``int``); a bar belongs to the UTC day of its open
+time. The call sequence per bar, for backtests and live alike:
+
+1. at the bar's open, the broker fills pending orders -> :meth:`on_fill` for each fill;
+2. during the bar, resting stops/targets may trigger -> :meth:`check_exit`, then :meth:`on_fill`;
+3. at the bar's close -> :meth:`on_bar_close` (limits, trailing stops, time stops), which may
+   return EXIT/HALT decisions; then, for a new signal, :meth:`decide_entry` (ENTER or REJECT)
+   or :meth:`exit_decision`. Orders from step 3 fill at the next bar's open.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from datetime import datetime
+from typing import NamedTuple
+
+import pandas as pd
+
+from candlecast.data.schema import timeframe_to_timedelta
+from candlecast.risk import exits, limits, sizing
+from candlecast.risk.config import RiskConfig
+from candlecast.risk.reasons import Action, Reason
+from candlecast.risk.state import NS_PER_DAY, Decision, PositionRisk, RiskState
+
+NAN = math.nan
+#: (high, low, close, atr) of one symbol's bar, as passed to :meth:`RiskEngine.on_bar_close`
+BarMarks = tuple[float, float, float, float]
+_NO_DECISIONS: tuple[Decision, ...] = ()
+_QTY_EPS = 1e-12
+
+
+class QuietBand(NamedTuple):
+    """Bounds within which the next bar of a single open position changes nothing but the
+    remembered equity, so a simulator may skip :meth:`RiskEngine.check_exit` and
+    :meth:`RiskEngine.on_bar_close` for it (the backtester's fast path; the live trader simply
+    calls the engine every bar). A bar of UTC day ``day`` at bar number ``bar`` with range
+    ``low``/``high``, ``atr`` and close-marked ``equity`` is quiet when::
+
+        low > low_gt and low >= low_ge and high < high_lt and high <= high_le
+        and not (0 < atr < atr_lt) and equity_gt < equity <= equity_le and bar < bar_lt
+
+    and the bar is not the last of its UTC day (the day roll needs that bar's equity). The
+    bounds are the exact complements of the engine's own tests, except ``atr_lt`` which is
+    padded so rounding can only make a bar non-quiet (then the engine decides).
+    """
+
+    day: int
+    low_gt: float  # long: the stop; short: the target
+    low_ge: float  # short: the lowest low so far (a lower low moves the stop)
+    high_lt: float  # long: the target; short: the stop
+    high_le: float  # long: the highest high so far
+    atr_lt: float  # a smaller positive ATR would tighten the chandelier stop
+    equity_gt: float  # daily-loss / drawdown floor
+    equity_le: float  # the peak (a new peak changes the drawdown floor)
+    bar_lt: int  # the time stop
+
+
+_INF = math.inf
+
+
+def to_ns(timestamp: int | datetime | pd.Timestamp) -> int:
+    """UTC nanoseconds since the epoch; naive datetimes are rejected (ambiguous)."""
+    if isinstance(timestamp, int):
+        return timestamp
+    ts = pd.Timestamp(timestamp)
+    if ts.tzinfo is None:
+        raise ValueError(f"timestamp {timestamp!r} has no timezone; pass a UTC-aware time")
+    return int(ts.value)
+
+
+class RiskEngine:
+    """Sizing, exits and limits from a :class:`RiskConfig`, for bars of ``timeframe``."""
+
+    def __init__(self, config: RiskConfig | None = None, timeframe: str = "1h") -> None:
+        self.config = config if config is not None else RiskConfig()
+        self.timeframe = timeframe
+        self.bar_ns = int(timeframe_to_timedelta(timeframe).value)
+        self.bars_per_year = 365.0 * NS_PER_DAY / self.bar_ns
+        # plain copies of the numbers read on every bar (the config itself stays the truth)
+        lim, ex = self.config.limits, self.config.exits
+        self._max_dd, self._max_daily = lim.max_drawdown, lim.max_daily_loss
+        self._close_on_halt = lim.close_on_halt
+        self._chandelier, self._time_stop = ex.chandelier_atr_multiple, ex.time_stop_bars
+
+    # ---------------------------------------------------------------- state
+    def start(self, equity: float, timestamp: int | datetime | pd.Timestamp) -> RiskState:
+        """A fresh state for an account worth ``equity`` at ``timestamp``."""
+        if not equity > 0:
+            raise ValueError(f"starting equity must be > 0, got {equity}")
+        day = to_ns(timestamp) // NS_PER_DAY
+        return RiskState(peak_equity=equity, last_equity=equity, day=day, day_start_equity=equity)
+
+    def kill(self, state: RiskState, reason: str = "manual") -> RiskState:
+        """Engage the kill switch: no entries; the next :meth:`on_bar_close` exits everything."""
+        return _evolve(state, kill_switch=True, kill_reason=reason)
+
+    def reset_kill_switch(self, state: RiskState) -> RiskState:
+        return _evolve(state, kill_switch=False, kill_reason="")
+
+    def reset_drawdown_halt(self, state: RiskState, equity: float) -> RiskState:
+        """Operator action after a drawdown halt: trading resumes with ``equity`` as new peak."""
+        return _evolve(state, drawdown_halted=False, peak_equity=equity, last_equity=equity)
+
+    # ---------------------------------------------------------------- decisions
+    def decide_entry(
+        self,
+        state: RiskState,
+        symbol: str,
+        side: int,
+        timestamp: int,
+        equity: float,
+        price: float,
+        atr: float = NAN,
+        volatility: float = NAN,
+        probability: float = NAN,
+        payoff_ratio: float = NAN,
+        stop: float = NAN,
+        marks: Mapping[str, float] | None = None,
+        replacing: bool = False,
+    ) -> Decision:
+        """ENTER (with size and reference levels) or REJECT (with the reason) for a signal to
+        open ``side`` in ``symbol`` at about ``price``.
+
+        ``atr`` feeds ATR stops, ``volatility`` (std of one bar's return) vol targeting,
+        ``probability`` (that the trade wins) and ``payoff_ratio`` Kelly sizing; ``stop``
+        overrides the configured initial stop (it must be on the protective side of ``price``).
+        ``marks`` prices the other open positions for the gross-exposure cap (entry prices
+        otherwise). ``replacing``: the caller closes this symbol's open position in the same
+        order (a reversal); that position is then ignored by the limits and caps.
+        """
+        if side not in (1, -1):
+            raise ValueError(f"side must be 1 (long) or -1 (short), got {side!r}")
+        if not price > 0 or math.isinf(price):
+            raise ValueError(f"price for {symbol} must be a positive number, got {price}")
+        cfg = self.config
+        day, bar = timestamp // NS_PER_DAY, timestamp // self.bar_ns
+        block = limits.entry_block(cfg.limits, state, symbol, day, bar, replacing)
+        if block is not None:
+            return Decision(Action.REJECT, block, symbol, side)
+        if math.isnan(stop):
+            stop = exits.initial_stop(cfg.exits, side, price, atr)
+            if cfg.exits.has_initial_stop and math.isnan(stop):
+                return Decision(Action.REJECT, Reason.REJECT_MISSING_VOLATILITY, symbol, side,
+                                detail="initial stop needs a positive ATR")
+        else:
+            exits.check_stop_side(side, price, stop)
+        risk = abs(price - stop)  # NaN without a stop
+        target = exits.take_profit(cfg.exits, side, price, risk)
+        if math.isnan(payoff_ratio) and not math.isnan(target) and risk > 0:
+            payoff_ratio = abs(target - price) / risk
+        qty, reject, notes = sizing.size_position(
+            cfg.sizing, self.bars_per_year, equity, price, risk, volatility, probability,
+            payoff_ratio,
+        )
+        if reject is not None:
+            return Decision(Action.REJECT, reject, symbol, side)
+        scale = limits.drawdown_scale(
+            cfg.limits, limits.drawdown(max(state.peak_equity, equity), equity)
+        )
+        if scale < 1.0:
+            qty *= scale
+            notes = (*notes, Reason.DRAWDOWN_SCALED)
+        other = 0.0
+        for sym, pos in state.positions.items():
+            if replacing and sym == symbol:
+                continue
+            mark = marks.get(sym, pos.entry_price) if marks is not None else pos.entry_price
+            other += pos.qty * mark
+        qty, reject, cap_notes = sizing.cap_position(cfg.sizing, equity, price, qty, other)
+        if reject is not None:
+            return Decision(Action.REJECT, reject, symbol, side)
+        if not qty > _QTY_EPS:
+            return Decision(Action.REJECT, Reason.REJECT_ZERO_SIZE, symbol, side)
+        return Decision(Action.ENTER, Reason.SIGNAL_ENTRY, symbol, side, qty, stop, target,
+                        (*notes, *cap_notes))
+
+    @staticmethod
+    def exit_decision(symbol: str, reason: Reason = Reason.SIGNAL_EXIT) -> Decision:
+        """The decision to close ``symbol`` (exits are never refused)."""
+        return Decision(Action.EXIT, reason, symbol)
+
+    def check_exit(
+        self, position: PositionRisk, open_: float, high: float, low: float
+    ) -> tuple[float, Reason, bool] | None:
+        """Whether this bar hits the position's resting stop or target: ``(price, reason,
+        is_target)``; stop first when both are touched. The live trader places these levels as
+        exchange orders instead; simulators call this."""
+        hit = exits.intrabar_exit(position.side, position.stop, position.target, open_, high, low)
+        if hit is None:
+            return None
+        price, is_target = hit
+        return price, (Reason.TAKE_PROFIT if is_target else position.stop_reason), is_target
+
+    def quiet_band(self, state: RiskState, symbol: str) -> QuietBand | None:
+        """The :class:`QuietBand` of ``state`` when it holds exactly one position, in
+        ``symbol``, and no halt or kill switch is forcing exits; else ``None``."""
+        pos = state.positions.get(symbol)
+        if pos is None or len(state.positions) != 1 or state.kill_switch:
+            return None
+        max_dd, max_daily, close_on_halt = self._max_dd, self._max_daily, self._close_on_halt
+        floor = -_INF
+        if max_dd is not None:
+            if not state.drawdown_halted:
+                floor = state.peak_equity * (1.0 - max_dd)
+            elif close_on_halt:
+                return None
+        if state.halted_until_day < state.day:
+            if max_daily is not None:
+                daily = state.day_start_equity * (1.0 - max_daily)
+                floor = daily if daily > floor else floor
+        elif close_on_halt:
+            return None
+        stop, target, extreme = pos.stop, pos.target, pos.extreme
+        has_stop = stop == stop
+        atr_lt = 0.0
+        if self._chandelier is not None:
+            atr_lt = abs(extreme - stop) / self._chandelier * (1.0 + 1e-9) if has_stop else _INF
+        bar_lt = pos.entry_bar + self._time_stop if self._time_stop is not None else 1 << 62
+        if pos.side > 0:
+            band = (state.day, stop if has_stop else -_INF, -_INF,
+                    target if target == target else _INF, extreme, atr_lt, floor,
+                    state.peak_equity, bar_lt)
+        else:
+            band = (state.day, target if target == target else -_INF, extreme,
+                    stop if has_stop else _INF, _INF, atr_lt, floor, state.peak_equity, bar_lt)
+        return tuple.__new__(QuietBand, band)  # type: ignore[return-value]
+
+    # ---------------------------------------------------------------- events
+    def on_fill(
+        self,
+        state: RiskState,
+        symbol: str,
+        side: int,
+        qty: float,
+        price: float,
+        fee: float,
+        timestamp: int,
+        atr: float = NAN,
+        stop: float = NAN,
+    ) -> tuple[RiskState, float]:
+        """Book a fill of ``qty`` (> 0) units bought (``side`` +1) or sold (-1) at ``price``.
+
+        Opens, adds to, reduces, closes or reverses the symbol's position. ``atr`` (known when
+        the order was decided) or an explicit ``stop`` sets the initial stop of a new position.
+        Returns the new state and the net PnL realized by this fill (0 for an opening fill).
+        A closed losing trade starts the cooldown.
+        """
+        if not qty > 0:
+            raise ValueError(f"fill qty must be > 0, got {qty}")
+        day, bar = timestamp // NS_PER_DAY, timestamp // self.bar_ns
+        positions = dict(state.positions)
+        trades_today = limits.trades_on(state, day)
+        start_equity = limits.day_start_equity(state, day)
+        cooldown = state.cooldown_until_bar
+        realized = 0.0
+        pos = positions.get(symbol)
+        if pos is not None and pos.side != side:  # reduce / close / reverse
+            closed = min(qty, pos.qty)
+            share = closed / qty
+            entry_fees = pos.fees * closed / pos.qty
+            realized = pos.side * (price - pos.entry_price) * closed - fee * share - entry_fees
+            left = pos.qty - closed
+            total = pos.realized + realized
+            if left <= _QTY_EPS * max(1.0, pos.qty):
+                del positions[symbol]
+                if total < 0:
+                    cooldown = max(cooldown, bar + self.config.limits.cooldown_bars_after_loss)
+            else:
+                positions[symbol] = _evolve_pos(pos, qty=left, fees=pos.fees - entry_fees,
+                                                realized=total)
+            qty, fee = qty - closed, fee * (1.0 - share)
+            pos = None
+        if qty > _QTY_EPS:
+            if pos is None:  # open
+                trades_today += 1
+                positions[symbol] = self._open(symbol, side, qty, price, fee, bar, atr, stop)
+            else:  # add (e.g. the rest of a partially filled entry)
+                new_qty = pos.qty + qty
+                entry = (pos.entry_price * pos.qty + price * qty) / new_qty
+                update = {"qty": new_qty, "entry_price": entry, "fees": pos.fees + fee}
+                if pos.stop_reason == Reason.STOP_LOSS and not pos.breakeven_done:
+                    fresh = self._open(symbol, side, new_qty, entry, 0.0, pos.entry_bar, atr, stop)
+                    if not math.isnan(fresh.stop):
+                        update.update(stop=fresh.stop, initial_risk=fresh.initial_risk,
+                                      target=fresh.target)
+                positions[symbol] = _evolve_pos(pos, **update)
+        new = _evolve(state, positions=positions, trades_today=trades_today, day=day,
+                      day_start_equity=start_equity, cooldown_until_bar=cooldown)
+        return new, realized
+
+    def _open(self, symbol: str, side: int, qty: float, price: float, fee: float, bar: int,
+              atr: float, stop: float) -> PositionRisk:
+        ex = self.config.exits
+        if math.isnan(stop):
+            stop = exits.initial_stop(ex, side, price, atr)
+        else:
+            exits.check_stop_side(side, price, stop)
+        risk = abs(price - stop)
+        target = exits.take_profit(ex, side, price, risk)
+        return PositionRisk(symbol, side, qty, price, bar, risk, stop, Reason.STOP_LOSS, target,
+                            price, False, fee, 0.0)
+
+    def on_bar_close(
+        self, state: RiskState, timestamp: int, equity: float, bars: Mapping[str, BarMarks]
+    ) -> tuple[RiskState, tuple[Decision, ...]]:
+        """End-of-bar risk pass with marked-to-market ``equity`` and each open symbol's
+        ``(high, low, close, atr)`` (positions without marks keep their levels).
+
+        Checks kill switch, max drawdown and daily loss (HALT decisions at the breach, EXIT
+        decisions for every open position while halted if ``close_on_halt``); ratchets
+        trailing / chandelier / break-even stops; emits TIME_STOP exits.
+        """
+        day = timestamp // NS_PER_DAY
+        if day != state.day:
+            start_equity, trades_today = state.last_equity, 0
+        else:
+            start_equity, trades_today = state.day_start_equity, state.trades_today
+        peak = state.peak_equity if state.peak_equity >= equity else equity
+        dd_halted, halted_until = state.drawdown_halted, state.halted_until_day
+        decisions: list[Decision] | None = None
+        max_dd, max_daily = self._max_dd, self._max_daily
+        if max_dd is not None and not dd_halted and equity <= peak * (1.0 - max_dd):
+            dd_halted = True
+            decisions = [Decision(Action.HALT, Reason.HALT_MAX_DRAWDOWN, "*",
+                                  detail=f"equity {equity:.2f} vs peak {peak:.2f}")]
+        if (max_daily is not None and halted_until < day
+                and equity <= start_equity * (1.0 - max_daily)):
+            halted_until = day
+            decisions = decisions or []
+            decisions.append(Decision(Action.HALT, Reason.HALT_DAILY_LOSS, "*",
+                                      detail=f"equity {equity:.2f} vs day start "
+                                             f"{start_equity:.2f}"))
+        positions = state.positions
+        if positions:
+            forced: Reason | None = None
+            if state.kill_switch:
+                forced = Reason.KILL_SWITCH
+            elif self._close_on_halt and dd_halted:
+                forced = Reason.HALT_MAX_DRAWDOWN
+            elif self._close_on_halt and halted_until >= day:
+                forced = Reason.HALT_DAILY_LOSS
+            positions = dict(positions)
+            ex = self.config.exits
+            trail = exits.trail
+            for sym, pos in state.positions.items():
+                marks = bars.get(sym)
+                if marks is not None:
+                    high, low, _close, atr = marks
+                    stop, reason, extreme, be_done = trail(
+                        ex, pos.side, pos.entry_price, pos.initial_risk, pos.stop,
+                        pos.stop_reason, pos.extreme, pos.breakeven_done, high, low, atr)
+                    if (extreme != pos.extreme or be_done != pos.breakeven_done
+                            or reason is not pos.stop_reason or stop > pos.stop
+                            or stop < pos.stop):
+                        positions[sym] = PositionRisk(
+                            sym, pos.side, pos.qty, pos.entry_price, pos.entry_bar,
+                            pos.initial_risk, stop, reason, pos.target, extreme, be_done,
+                            pos.fees, pos.realized)
+                if forced is not None:
+                    decisions = decisions or []
+                    decisions.append(Decision(Action.EXIT, forced, sym))
+                elif (self._time_stop is not None
+                      and timestamp // self.bar_ns - pos.entry_bar >= self._time_stop):
+                    decisions = decisions or []
+                    decisions.append(Decision(Action.EXIT, Reason.TIME_STOP, sym))
+        new = RiskState(peak, equity, day, start_equity, trades_today, halted_until, dd_halted,
+                        state.kill_switch, state.kill_reason, state.cooldown_until_bar, positions)
+        return new, (tuple(decisions) if decisions else _NO_DECISIONS)
+
+
+def _evolve(state: RiskState, **changes: object) -> RiskState:
+    s = state
+    new = RiskState(s.peak_equity, s.last_equity, s.day, s.day_start_equity, s.trades_today,
+                    s.halted_until_day, s.drawdown_halted, s.kill_switch, s.kill_reason,
+                    s.cooldown_until_bar, s.positions)
+    for name, value in changes.items():
+        setattr(new, name, value)
+    return new
+
+
+def _evolve_pos(pos: PositionRisk, **changes: object) -> PositionRisk:
+    values = {name: getattr(pos, name) for name in PositionRisk.__slots__}
+    values.update(changes)
+    return PositionRisk(**values)  # type: ignore[arg-type]
