@@ -6,7 +6,11 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test setup lint bench mlflow-ui clean-outputs
+# Prefect runs each flow against a temporary local API server when none is configured; give it
+# time to start on a busy 2-core machine (Prefect's default is 20 s).
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
+
+.PHONY: run test setup lint bench mlflow-ui
 
 run: setup
 	$(BIN)/dvc repro

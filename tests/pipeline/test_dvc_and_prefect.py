@@ -16,14 +16,18 @@ pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 
 
-def _env() -> dict[str, str]:
+def _env(cwd: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
+    # a Prefect home of its own (its SQLite database) and patience for the temporary API server
+    # on a loaded 2-core CI machine
+    env["PREFECT_HOME"] = str(cwd / ".prefect")
+    env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "300"
     return env
 
 
 def _run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    done = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=1500)
+    done = subprocess.run(cmd, cwd=cwd, env=_env(cwd), capture_output=True, text=True, timeout=1500)
     if check and done.returncode != 0:
         raise AssertionError(
             f"{cmd} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
@@ -97,7 +101,7 @@ def test_prefect_flow_runs_the_ingest_stage_under_the_test_harness(tmp_path, rep
     try:
         from flows.pipeline import ingest_flow
 
-        with prefect_test_harness():
+        with prefect_test_harness(server_startup_timeout=300):
             result = ingest_flow(root=str(project), params_file=str(project / "params.yaml"))
     finally:
         sys.path.remove(str(project))
