@@ -9,6 +9,12 @@ STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksu
 # Prefect runs each flow against a temporary local API server when none is configured; give it
 # time to start on a busy 2-core machine (Prefect's default is 20 s).
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
+# Nothing calls home: the pipeline runs offline (telemetry of Prefect, MLflow, Feast, BentoML).
+export DO_NOT_TRACK ?= 1
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export MLFLOW_DISABLE_TELEMETRY ?= true
+export FEAST_USAGE ?= False
+export BENTOML_DO_NOT_TRACK ?= true
 
 .PHONY: run test setup lint bench mlflow-ui
 
@@ -17,6 +23,7 @@ run: setup
 	$(BIN)/dvc metrics show
 
 test: setup
+	$(BIN)/python -m compileall -q src  # imports stay fast where PYTHONDONTWRITEBYTECODE is set
 	$(BIN)/python -m pytest -n 2 --timeout 900 $(PYTEST_ARGS)
 
 setup: $(STAMP)
@@ -27,7 +34,7 @@ $(STAMP):
 	$(BIN)/python -m pip install --quiet --upgrade pip uv
 	# torch first, alone: the CPU build; anything else would pull the CUDA packages.
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/uv pip install --python $(BIN)/python -r requirements.lock
+	$(BIN)/uv pip install --python $(BIN)/python --compile-bytecode -r requirements.lock
 	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
 	rm -f $(VENV)/.installed-* && touch $@
 

@@ -7,14 +7,25 @@ Without a configured Prefect server, Prefect runs them against a temporary local
 
 from __future__ import annotations
 
+import os
 import sys
-from pathlib import Path
 
-from prefect import flow, task
+# offline by default: no telemetry from Prefect's temporary server, MLflow or Feast
+for _name, _value in (
+    ("DO_NOT_TRACK", "1"),
+    ("PREFECT_SERVER_ANALYTICS_ENABLED", "false"),
+    ("MLFLOW_DISABLE_TELEMETRY", "true"),
+    ("FEAST_USAGE", "False"),
+):
+    os.environ.setdefault(_name, _value)
 
-from candlecast.config import load_params
-from candlecast.pipeline.paths import Paths
-from candlecast.pipeline.runner import STAGES, run_stage
+from pathlib import Path  # noqa: E402
+
+from prefect import flow, task  # noqa: E402
+
+from candlecast.config import load_params  # noqa: E402
+from candlecast.pipeline.paths import Paths  # noqa: E402
+from candlecast.pipeline.runner import STAGES, run_stage  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,6 +57,7 @@ features_flow = _flow_for("features")
 feature_store_flow = _flow_for("feature-store")
 train_flow = _flow_for("train")
 evaluate_flow = _flow_for("evaluate")
+backtest_flow = _flow_for("backtest")
 FLOWS = {
     "ingest": ingest_flow,
     "validate": validate_flow,
@@ -53,6 +65,7 @@ FLOWS = {
     "feature-store": feature_store_flow,
     "train": train_flow,
     "evaluate": evaluate_flow,
+    "backtest": backtest_flow,
 }
 
 

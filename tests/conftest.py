@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,16 @@ import pandas as pd
 import pytest
 
 from candlecast.data.sample import load_sample
+
+# the tests run offline: no library may try to send telemetry (subprocesses inherit these)
+for _name, _value in {
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "FEAST_USAGE": "False",
+    "BENTOML_DO_NOT_TRACK": "true",
+}.items():
+    os.environ.setdefault(_name, _value)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_ROOT = REPO_ROOT / "data" / "sample"

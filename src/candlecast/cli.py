@@ -62,6 +62,15 @@ for _stage in STAGES:
     app.command(name=_stage)(_make_command(_stage))
 
 
+def _mount_trade() -> None:
+    from candlecast.trading.cli import trade_app
+
+    app.add_typer(trade_app, name="trade", help="Paper (default) or live trading on new candles.")
+
+
+_mount_trade()
+
+
 @app.command("check-params")
 def check_params(root: RootOption = Path(), params: ParamsOption = None) -> None:
     """Validate params.yaml and print the resolved parameters."""

@@ -15,10 +15,13 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from candlecast.backtest.config import BacktestConfig, CostConfig
 from candlecast.data.ingest import CcxtIngestConfig
 from candlecast.data.sample import DATASETS
 from candlecast.data.schema import SeriesId, timeframe_to_timedelta
 from candlecast.features import FeatureConfig, LabelConfig
+from candlecast.risk.config import RiskConfig
+from candlecast.trading.config import TradeConfig
 from candlecast.validation import ValidationConfig
 
 
@@ -145,6 +148,18 @@ class MlflowParams(_Frozen):
     registered_model: str = "candlecast-lightgbm"
 
 
+class BacktestParams(_Frozen):
+    """What the `backtest` stage replays: which model's out-of-sample predictions, how they
+    become signals, and the run settings (``run``: initial equity, shorting, re-entry)."""
+
+    predictions: str = "models/lightgbm/predictions.parquet"
+    model: str = "lightgbm"
+    run_info: str = "models/lightgbm/train_summary.json"
+    band: float = Field(default=0.02, ge=0, lt=0.5)
+    n_trials: int = Field(default=1, ge=1)
+    run: BacktestConfig = BacktestConfig()
+
+
 class Params(_Frozen):
     ingest: IngestParams = IngestParams()
     validate_: ValidationConfig = Field(default_factory=ValidationConfig, alias="validate")
@@ -154,6 +169,10 @@ class Params(_Frozen):
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
     mlflow: MlflowParams = MlflowParams()
+    risk: RiskConfig = Field(default_factory=RiskConfig)
+    costs: CostConfig = Field(default_factory=CostConfig)
+    backtest: BacktestParams = BacktestParams()
+    trade: TradeConfig = Field(default_factory=TradeConfig)
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 

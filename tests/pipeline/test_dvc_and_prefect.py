@@ -42,7 +42,15 @@ def test_dvc_repro_runs_every_stage_then_only_what_a_param_change_touches(tmp_pa
     _run([str(BIN / "dvc"), "config", "core.analytics", "false"], project)
 
     first = _run([str(BIN / "dvc"), "repro"], project)
-    for stage in ("ingest", "validate", "features", "feature-store", "train", "evaluate"):
+    for stage in (
+        "ingest",
+        "validate",
+        "features",
+        "feature-store",
+        "train",
+        "evaluate",
+        "backtest",
+    ):
         assert f"Running stage '{stage}'" in first.stdout
     metrics = json.loads(_run([str(BIN / "dvc"), "metrics", "show", "--json"], project).stdout)
     shown = json.dumps(metrics)
@@ -56,7 +64,7 @@ def test_dvc_repro_runs_every_stage_then_only_what_a_param_change_touches(tmp_pa
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     partial = _run([str(BIN / "dvc"), "repro"], project)
     assert "Running stage 'evaluate'" in partial.stdout
-    for stage in ("ingest", "validate", "features", "feature-store", "train"):
+    for stage in ("ingest", "validate", "features", "feature-store", "train", "backtest"):
         assert f"Running stage '{stage}'" not in partial.stdout
     plots = _run([str(BIN / "dvc"), "plots", "show", "--json"], project)
     assert "calibration.csv" in plots.stdout

@@ -126,3 +126,24 @@ def test_a_rerun_with_the_same_params_gives_the_same_metrics(ran):
     run_stage("train", params, paths)
     run_stage("evaluate", params, paths)
     assert json.loads((paths.metrics / "evaluate.json").read_text()) == first
+
+
+def test_backtest_replays_test_period_signals_with_costs_beside_buy_and_hold(ran):
+    paths, params, results = ran
+    metrics = json.loads((paths.metrics / "backtest.json").read_text())
+    for series in params.ingest.series:
+        strategies = metrics[series.key]
+        assert {"lightgbm", "buy_and_hold", "persistence", "momentum"} <= set(strategies)
+        model = strategies["lightgbm"]
+        if model["trade_count"]:
+            assert model["costs_paid"]["total"] > 0 and model["costs_paid"]["fees"] > 0
+        assert strategies["overfitting"]["n_trials"] == params.backtest.n_trials
+        folder = (
+            paths.root / "reports" / "backtest" / series.key.replace("/", "-").replace(":", "_")
+        )
+        page = (folder / "report.html").read_text()
+        assert "lineage" in page.lower() and "<img" in page
+    equity = pd.read_csv(paths.plots / "backtest_equity.csv")
+    assert {"step", "lightgbm", "buy_and_hold"} <= set(equity.columns)
+    test_start = pd.Timestamp(results["train"]["boundaries"]["test_start"])
+    assert pd.to_datetime(equity["timestamp"], utc=True).min() >= test_start - pd.Timedelta("30min")

@@ -1,30 +1,38 @@
 """Cost-aware backtesting: a vectorized path for plain signals, an event-driven path through
-the risk engine, one cost model, metrics that do not flatter, and the report builder."""
+the risk engine, one cost model, metrics that do not flatter, and the report builder.
+"""
 
-from candlecast.backtest.baselines import buy_and_hold, sma_crossover_signal
-from candlecast.backtest.config import BacktestConfig, CostConfig
-from candlecast.backtest.costs import CostModel
-from candlecast.backtest.event import run_event_driven
-from candlecast.backtest.inputs import Market, prepare_market
-from candlecast.backtest.report import BacktestReport, Lineage, build_report, write_report
-from candlecast.backtest.result import BacktestResult
-from candlecast.backtest.summary import summarize
-from candlecast.backtest.vectorized import run_vectorized
+from __future__ import annotations
 
-__all__ = [
-    "BacktestConfig",
-    "BacktestReport",
-    "BacktestResult",
-    "CostConfig",
-    "CostModel",
-    "Lineage",
-    "Market",
-    "build_report",
-    "buy_and_hold",
-    "prepare_market",
-    "run_event_driven",
-    "run_vectorized",
-    "sma_crossover_signal",
-    "summarize",
-    "write_report",
-]
+import importlib
+from typing import Any
+
+# Imported on first use, so `from candlecast.<pkg>.config import X` stays light.
+_LAZY: dict[str, tuple[str, str]] = {
+    "BacktestConfig": ("candlecast.backtest.config", "BacktestConfig"),
+    "BacktestReport": ("candlecast.backtest.report", "BacktestReport"),
+    "BacktestResult": ("candlecast.backtest.result", "BacktestResult"),
+    "CostConfig": ("candlecast.backtest.config", "CostConfig"),
+    "CostModel": ("candlecast.backtest.costs", "CostModel"),
+    "Lineage": ("candlecast.backtest.report", "Lineage"),
+    "Market": ("candlecast.backtest.inputs", "Market"),
+    "build_report": ("candlecast.backtest.report", "build_report"),
+    "buy_and_hold": ("candlecast.backtest.baselines", "buy_and_hold"),
+    "prepare_market": ("candlecast.backtest.inputs", "prepare_market"),
+    "run_event_driven": ("candlecast.backtest.event", "run_event_driven"),
+    "run_vectorized": ("candlecast.backtest.vectorized", "run_vectorized"),
+    "sma_crossover_signal": ("candlecast.backtest.baselines", "sma_crossover_signal"),
+    "summarize": ("candlecast.backtest.summary", "summarize"),
+    "write_report": ("candlecast.backtest.report", "write_report"),
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module, attr = _LAZY[name]
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value
+    return value

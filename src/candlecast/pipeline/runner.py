@@ -9,7 +9,9 @@ from typing import Any
 from candlecast.config import Params
 from candlecast.pipeline.paths import Paths
 
-STAGES: tuple[str, ...] = ("ingest", "validate", "features", "feature-store", "train", "evaluate")
+STAGES: tuple[str, ...] = (
+    "ingest", "validate", "features", "feature-store", "train", "evaluate", "backtest"
+)
 
 _FUNCTIONS = {
     "ingest": "candlecast.pipeline.ingest_stage:run_ingest",
@@ -18,6 +20,7 @@ _FUNCTIONS = {
     "feature-store": "candlecast.pipeline.feature_store_stage:run_feature_store",
     "train": "candlecast.pipeline.train_stage:run_train",
     "evaluate": "candlecast.pipeline.evaluate_stage:run_evaluate",
+    "backtest": "candlecast.pipeline.backtest_stage:run_backtest",
 }
 
 

@@ -1,0 +1,62 @@
+"""Paper and live trading: each closed candle -> features -> signal -> risk engine -> broker.
+
+Paper mode is the default and fills exactly like the backtester's event path (same risk engine,
+same cost model, next-open fills); live mode places ccxt orders with deterministic client ids.
+State lives in SQLite (WAL), committed once per candle. See ``docs/trading.md``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# Imported on first use, so `from candlecast.<pkg>.config import X` stays light.
+_LAZY: dict[str, tuple[str, str]] = {
+    "Account": ("candlecast.trading.book", "Account"),
+    "Bar": ("candlecast.trading.candles", "Bar"),
+    "BarCheck": ("candlecast.trading.candles", "BarCheck"),
+    "Broker": ("candlecast.trading.broker", "Broker"),
+    "CandleFeed": ("candlecast.trading.feeds", "CandleFeed"),
+    "CcxtBroker": ("candlecast.trading.ccxt_broker", "CcxtBroker"),
+    "CcxtFeed": ("candlecast.trading.feeds", "CcxtFeed"),
+    "END": ("candlecast.trading.feeds", "END"),
+    "FeastOnlineSink": ("candlecast.trading.feast_sink", "FeastOnlineSink"),
+    "FeatureSink": ("candlecast.trading.feast_sink", "FeatureSink"),
+    "Fill": ("candlecast.trading.book", "Fill"),
+    "HttpSignalClient": ("candlecast.trading.signals", "HttpSignalClient"),
+    "IDLE": ("candlecast.trading.feeds", "IDLE"),
+    "LiveSnapshot": ("candlecast.trading.ccxt_broker", "LiveSnapshot"),
+    "PaperBroker": ("candlecast.trading.broker", "PaperBroker"),
+    "ReplayFeed": ("candlecast.trading.feeds", "ReplayFeed"),
+    "RunSummary": ("candlecast.trading.book", "RunSummary"),
+    "Signal": ("candlecast.trading.signals", "Signal"),
+    "SignalClient": ("candlecast.trading.signals", "SignalClient"),
+    "SignalUnavailable": ("candlecast.trading.signals", "SignalUnavailable"),
+    "StateLockedError": ("candlecast.trading.store", "StateLockedError"),
+    "StateStore": ("candlecast.trading.store", "StateStore"),
+    "StopFlag": ("candlecast.trading.ops", "StopFlag"),
+    "SubmitReport": ("candlecast.trading.broker", "SubmitReport"),
+    "SymbolBook": ("candlecast.trading.book", "SymbolBook"),
+    "Tick": ("candlecast.trading.feeds", "Tick"),
+    "TradeConfig": ("candlecast.trading.config", "TradeConfig"),
+    "Trader": ("candlecast.trading.trader", "Trader"),
+    "bars_from_frame": ("candlecast.trading.candles", "bars_from_frame"),
+    "check_bar": ("candlecast.trading.candles", "check_bar"),
+    "client_order_id": ("candlecast.trading.book", "client_order_id"),
+    "parse_signal": ("candlecast.trading.signals", "parse_signal"),
+    "read_flag_file": ("candlecast.trading.ops", "read_flag_file"),
+    "read_only": ("candlecast.trading.store", "read_only"),
+    "remove_flag_file": ("candlecast.trading.ops", "remove_flag_file"),
+    "write_flag_file": ("candlecast.trading.ops", "write_flag_file"),
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module, attr = _LAZY[name]
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value
+    return value

@@ -1,0 +1,235 @@
+"""``candlecast trade``: run the trader (paper by default) and operate it.
+
+Mount with ``app.add_typer(trade_app, name="trade")``. Commands: ``run``, ``kill``, ``pause``,
+``resume``, ``reset-kill``, ``status``. Settings come from ``params.yaml`` (``trade:``, ``risk:``,
+``costs:``, ``backtest:``, ``features:`` when the loaded params have them, else defaults);
+options override a few. Errors print one ``error: ...`` line and exit 1.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from candlecast.trading.config import TradeConfig
+
+trade_app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+
+RootOption = Annotated[Path, typer.Option("--root", help="Project root (holds params.yaml).")]
+ParamsOption = Annotated[
+    Path | None, typer.Option("--params", help="Params file (default: <root>/params.yaml).")
+]
+StateOption = Annotated[Path | None, typer.Option("--state-db", help="Trader state (SQLite).")]
+KillOption = Annotated[Path | None, typer.Option("--kill-switch-file", help="Kill-switch file.")]
+PauseOption = Annotated[Path | None, typer.Option("--pause-file", help="Pause file.")]
+
+
+def _fail(exc: BaseException) -> None:
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(code=1)
+
+
+def _sections(root: Path, params_file: Path | None) -> dict[str, Any]:
+    """The trade/risk/costs/backtest/features configs from params.yaml (defaults if absent)."""
+    from candlecast.backtest.config import BacktestConfig, CostConfig
+    from candlecast.features import FeatureConfig
+    from candlecast.risk import RiskConfig
+
+    path = params_file or root / "params.yaml"
+    loaded: Any = None
+    if path.exists():
+        from candlecast.config import load_params
+
+        loaded = load_params(path)
+    elif params_file is not None:
+        raise ValueError(f"params file {path} does not exist")
+    defaults = {"trade": TradeConfig(), "risk": RiskConfig(), "costs": CostConfig(),
+                "backtest": BacktestConfig(), "features": FeatureConfig()}
+    return {name: getattr(loaded, name, None) or default for name, default in defaults.items()}
+
+
+def _override(config: TradeConfig, **fields: Any) -> TradeConfig:
+    updates = {k: (str(v) if isinstance(v, Path) else v) for k, v in fields.items()
+               if v is not None}
+    return TradeConfig.model_validate({**config.model_dump(), **updates})
+
+
+def _paths(root: Path, params: Path | None, state_db: Path | None, kill: Path | None,
+           pause: Path | None) -> TradeConfig:
+    config = _sections(root, params)["trade"]
+    return _override(config, state_db=state_db, kill_switch_file=kill, pause_file=pause)
+
+
+@trade_app.command("run")
+def run(
+    root: RootOption = Path(),
+    params: ParamsOption = None,
+    live: Annotated[bool, typer.Option("--live", help="Place real orders (needs keys in "
+                                       "the environment and a confirmation).")] = False,
+    confirm_live: Annotated[bool, typer.Option("--i-understand-live-trading",
+                                               help="Confirm live trading.")] = False,
+    replay: Annotated[bool, typer.Option("--replay", help="Replay stored candles (paper).")
+                      ] = False,
+    replay_start: Annotated[str | None, typer.Option(help="First replayed candle (ISO).")] = None,
+    replay_end: Annotated[str | None, typer.Option(help="Replay end, exclusive (ISO).")] = None,
+    replay_last: Annotated[int | None, typer.Option(help="Replay only the last N candles.")
+                           ] = None,
+    speed: Annotated[float, typer.Option(help="Replay speed-up vs real time (0: no waiting).")
+                     ] = 0.0,
+    service_url: Annotated[str | None, typer.Option(help="Signal service base URL.")] = None,
+    endpoint: Annotated[str | None, typer.Option(help="signal | predict")] = None,
+    no_feast: Annotated[bool, typer.Option("--no-feast", help="Do not write features to "
+                                           "the Feast online store.")] = False,
+    max_candles: Annotated[int | None, typer.Option(help="Stop after N candles.")] = None,
+    state_db: StateOption = None,
+    kill_switch_file: KillOption = None,
+    pause_file: PauseOption = None,
+) -> None:
+    """Run the trader: paper by default; `--live --i-understand-live-trading` for real orders."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from candlecast.trading.ops import StopFlag
+    from candlecast.trading.session import ReplaySpec, build_trader
+
+    stop = StopFlag().install()
+    try:
+        sections = _sections(root, params)
+        config = _override(
+            sections["trade"], state_db=state_db, kill_switch_file=kill_switch_file,
+            pause_file=pause_file, service_url=service_url, signal_endpoint=endpoint,
+            mode="live" if live else None, live_confirmed=True if confirm_live else None,
+            write_features=False if no_feast else None)
+        if config.is_live and not live:
+            raise ValueError("trade.mode is 'live' in the params, but live orders also need the "
+                             "--live flag")
+        if live and not config.live_confirmed:
+            raise ValueError("--live needs --i-understand-live-trading (or trade.live_confirmed: "
+                             "true in params.yaml)")
+        spec = ReplaySpec(replay_start, replay_end, replay_last, speed) if replay else None
+        trader = build_trader(config, root=root, risk=sections["risk"], costs=sections["costs"],
+                              backtest=sections["backtest"], features=sections["features"],
+                              replay=spec, stop=stop)
+    except (ValueError, FileNotFoundError, RuntimeError, OSError) as exc:
+        stop.restore()
+        _fail(exc)
+    try:
+        summary = trader.run(max_ticks=max_candles)
+    finally:
+        trader.store.close()
+        stop.restore()
+    typer.echo(json.dumps(summary.to_dict() | {"mode": config.mode}, default=str))
+
+
+@trade_app.command("kill")
+def kill(
+    reason: Annotated[str, typer.Option(help="Recorded with the kill.")] = "manual kill",
+    root: RootOption = Path(),
+    params: ParamsOption = None,
+    kill_switch_file: KillOption = None,
+) -> None:
+    """Engage the kill switch: the trader cancels orders, flattens (if configured) and stops."""
+    from candlecast.trading.ops import write_flag_file
+
+    try:
+        config = _paths(root, params, None, kill_switch_file, None)
+        path = write_flag_file(root / config.kill_switch_file, reason)
+    except (ValueError, OSError) as exc:
+        _fail(exc)
+    typer.echo(f"kill switch engaged: {path}")
+
+
+@trade_app.command("pause")
+def pause(root: RootOption = Path(), params: ParamsOption = None,
+          pause_file: PauseOption = None) -> None:
+    """Pause: ignore signals (no new positions); stops and limits stay enforced."""
+    from candlecast.trading.ops import write_flag_file
+
+    try:
+        config = _paths(root, params, None, None, pause_file)
+        path = write_flag_file(root / config.pause_file, "paused")
+    except (ValueError, OSError) as exc:
+        _fail(exc)
+    typer.echo(f"paused: {path}")
+
+
+@trade_app.command("resume")
+def resume(root: RootOption = Path(), params: ParamsOption = None,
+           pause_file: PauseOption = None) -> None:
+    """Resume after a pause (removes the pause file)."""
+    from candlecast.trading.ops import remove_flag_file
+
+    try:
+        config = _paths(root, params, None, None, pause_file)
+        removed = remove_flag_file(root / config.pause_file)
+    except (ValueError, OSError) as exc:
+        _fail(exc)
+    typer.echo("resumed" if removed else "was not paused")
+
+
+@trade_app.command("reset-kill")
+def reset_kill(root: RootOption = Path(), params: ParamsOption = None,
+               state_db: StateOption = None, kill_switch_file: KillOption = None) -> None:
+    """Re-arm trading after a kill (the kill file must be removed first; trader not running)."""
+    from candlecast.risk import RiskEngine, RiskState
+    from candlecast.trading.ops import read_flag_file
+    from candlecast.trading.store import StateStore
+
+    try:
+        config = _paths(root, params, state_db, kill_switch_file, None)
+        if read_flag_file(root / config.kill_switch_file) is not None:
+            raise ValueError(f"remove the kill switch file {root / config.kill_switch_file} "
+                             "first")
+        with StateStore(root / config.state_db) as store, store.transaction():
+            account = store.get("account")
+            if account is None:
+                raise ValueError(f"no trader state in {root / config.state_db}")
+            account.update(killed=False, kill_reason="")
+            store.put("account", account)
+            raw = store.get("risk_state")
+            if raw is not None:
+                state = RiskEngine().reset_kill_switch(RiskState.from_dict(raw))
+                store.put("risk_state", state.to_dict())
+            store.add_event("reset_kill", "kill switch reset by operator")
+    except (ValueError, OSError, RuntimeError) as exc:
+        _fail(exc)
+    typer.echo("kill switch reset")
+
+
+@trade_app.command("status")
+def status(root: RootOption = Path(), params: ParamsOption = None,
+           state_db: StateOption = None) -> None:
+    """Print the stored state: account, positions, open orders, recent events (JSON)."""
+    from candlecast.trading.ops import read_flag_file
+    from candlecast.trading.store import read_only
+
+    try:
+        config = _paths(root, params, state_db, None, None)
+        store = read_only(root / config.state_db)
+    except (ValueError, OSError) as exc:
+        _fail(exc)
+    try:
+        ticks = store.frame("ticks")
+        orders = store.frame("orders")
+        events = store.frame("events").tail(10)
+        books = {s: store.get(f"book:{s}") for s in config.symbols}
+        out = {
+            "account": store.get("account"),
+            "equity": None if ticks.empty else float(ticks["equity"].iloc[-1]),
+            "candles_processed": len(ticks),
+            "positions": {s: (b or {}).get("pos") for s, b in books.items()},
+            "open_orders": orders[orders["status"].isin(["working", "new", "open", "unknown"])]
+            [["client_id", "symbol", "reason", "status"]].to_dict("records"),
+            "kill_switch_file": read_flag_file(root / config.kill_switch_file) is not None,
+            "paused": read_flag_file(root / config.pause_file) is not None,
+            "recent_events": events[["wall_time", "kind", "message"]].to_dict("records"),
+        }
+    finally:
+        store.close()
+    typer.echo(json.dumps(out, indent=2, default=lambda x: None if isinstance(x, float)
+                          and math.isnan(x) else str(x)))

@@ -1,0 +1,468 @@
+"""The trader: each new closed candle -> validate -> features (+ Feast) -> signal -> risk -> broker.
+
+A tick (the candles of all traded symbols with one open time) runs the backtester's event path
+(``candlecast.backtest.event``) bar for bar: (1) the working order fills at the open
+(``on_fill``); (2) a resting stop/target the candle touched exits (``check_exit``); (3) at the
+close, equity = cash - funding + positions x close and ``on_bar_close`` (limits, trailing and
+time stops, kill switch) when a position is open or something filled; (4) a *fresh* signal that
+changed (or, with ``reenter``, a flat account on a non-zero one) becomes a signal exit and/or a
+``decide_entry``, i.e. the new working order.
+
+A tick's changes (books, account, risk and feature state, journals) commit in one SQLite
+transaction; live orders go out only after it, with deterministic client ids, so a crash can
+neither lose a decision nor duplicate an order. Without a fresh signal (service down, slow,
+stale, paused) step 4 is skipped: stops and limits still act, nothing new is opened, and the
+failure is logged, journalled (``events``) and counted (``account.signal_failures``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+
+import pandas as pd
+
+from candlecast.backtest.config import BacktestConfig, CostConfig
+from candlecast.backtest.costs import CostModel
+from candlecast.backtest.ledger import signal_reason, snap
+from candlecast.features import FeatureConfig, priming_bars
+from candlecast.risk import Action, Reason, RiskConfig, RiskEngine
+from candlecast.trading.book import Fill, RunSummary, SymbolBook, client_order_id
+from candlecast.trading.broker import Broker
+from candlecast.trading.candles import Bar, check_bar
+from candlecast.trading.config import TradeConfig
+from candlecast.trading.feast_sink import FeatureSink
+from candlecast.trading.feeds import END, IDLE, CandleFeed, Tick
+from candlecast.trading.ops import StopFlag, read_flag_file
+from candlecast.trading.persist import fingerprint, load_session, new_session, save_session
+from candlecast.trading.signals import Signal, SignalClient, fetch_fresh_signal
+from candlecast.trading.store import StateStore
+
+log = logging.getLogger(__name__)
+NAN = math.nan
+_SIGNAL_REASONS = (Reason.SIGNAL_ENTRY, Reason.SIGNAL_EXIT)
+_INFO_EVENTS = frozenset({"start", "restart", "pause", "resume", "signal_recovered"})
+
+
+class Trader:
+    """One trading session over ``config.symbols``; see the module docstring for a tick."""
+
+    def __init__(
+        self,
+        config: TradeConfig,
+        *,
+        broker: Broker,
+        feed: CandleFeed,
+        signals: SignalClient,
+        store: StateStore,
+        risk: RiskConfig | None = None,
+        costs: CostConfig | None = None,
+        backtest: BacktestConfig | None = None,
+        features: FeatureConfig | None = None,
+        feature_sink: FeatureSink | None = None,
+        stop: StopFlag | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        config.check_live_allowed()
+        if config.is_live != broker.live:
+            raise ValueError(f"trade.mode {config.mode!r} does not match the {broker.name} broker")
+        self.config = config
+        self.risk_config = risk or RiskConfig()
+        self.costs = costs or CostConfig()
+        self.backtest = backtest or BacktestConfig()
+        self.features = features or FeatureConfig()
+        self.broker, self.feed, self.signals, self.store = broker, feed, signals, store
+        self.sink = feature_sink
+        self.stop = stop if stop is not None else StopFlag()
+        self.sleep = sleep
+        self.series = {s.symbol: s for s in config.series}
+        self.step_ns = int(config.series[0].step.value)
+        self.engine = RiskEngine(self.risk_config, config.timeframe)
+        self.funding_rate = CostModel(self.costs).funding_per_bar(self.step_ns / 1e9)
+        self.paused = False
+        self._events: list[tuple[str, str, int | None]] = []
+        self.latencies_s: deque[float] = deque(maxlen=100_000)
+        self._closed: dict[str, str] = {}  # client id -> final status, journalled at tick end
+        for edge in (broker, feed):  # broker/feed reports go to the trader's journal
+            if hasattr(edge, "on_event"):
+                edge.on_event = self._event  # type: ignore[union-attr]
+        self._load_or_init()
+
+    def __repr__(self) -> str:
+        return (f"Trader(mode={self.config.mode!r}, symbols={list(self.config.symbols)}, "
+                f"broker={self.broker!r})")
+
+    # ------------------------------------------------------------------ state
+    def _load_or_init(self) -> None:
+        expected = fingerprint(self.config, self.risk_config, self.costs, self.backtest,
+                               self.features)
+        fresh = not self.store.has_state()
+        session = (new_session(self.config, self.features, self.feed,
+                               self.backtest.initial_equity) if fresh
+                   else load_session(self.store, self.config, expected))
+        self.account, self.books, self.risk_state = (session.account, session.books,
+                                                     session.risk_state)
+        self.fe, self._recent = session.engines, session.recent
+        self._session = session
+        if fresh:
+            self._event("start", f"new {self.config.mode} session; features primed with "
+                        f"{priming_bars(self.features)} candles per symbol")
+        else:
+            self._event("restart", f"resumed from {self.store.path}: " + ", ".join(
+                f"{s} after {self._when(b.last_ts)}" for s, b in self.books.items()))
+        with self._tx():
+            if fresh:
+                self.store.put("fingerprint", expected)
+                self._save()
+
+    def _save(self) -> None:
+        self._session.account, self._session.risk_state = self.account, self.risk_state
+        save_session(self.store, self._session)
+
+    def _event(self, kind: str, message: str, ts: int | None = None) -> None:
+        """Log an event now; it is journalled with the next committed transaction."""
+        level = logging.INFO if kind in _INFO_EVENTS else logging.WARNING
+        log.log(level, "%s: %s", kind, message)
+        self._events.append((kind, message, ts))
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[None]:
+        """A store transaction that also journals the events logged so far."""
+        with self.store.transaction():
+            yield
+            for kind, message, ts in self._events:
+                self.store.add_event(kind, message, ts)
+            self._events.clear()
+
+    @staticmethod
+    def _when(ts: int | None) -> str:
+        return "start" if ts is None else str(pd.Timestamp(ts, tz="UTC"))
+
+    # ------------------------------------------------------------------ live start-up
+    def reconcile(self) -> list[str]:
+        """Live only: resolve working orders, book their fills, adopt the exchange's balances."""
+        start = getattr(self.broker, "start", None)
+        if start is None:
+            return []
+        start(list(self.config.symbols))
+        notes = self.broker.reconcile(self.books)  # type: ignore[attr-defined]
+        with self._tx():
+            for book in self.books.values():  # fills made while we were away
+                if book.pending and book.last_ts is not None and self.risk_state is not None:
+                    bar = Bar(book.last_ts + self.step_ns, book.last_close, book.last_close,
+                              book.last_close, book.last_close, 0.0)
+                    for fill in self.broker.open_fills(book, bar):
+                        self._apply_fill(book, fill, book.order_atr)
+                    self.broker.settle(book)
+            snap_ = self.broker.account(list(self.config.symbols))  # type: ignore[attr-defined]
+            if not math.isclose(snap_.cash, self.account.cash, rel_tol=1e-9, abs_tol=1e-9):
+                self._event("reconcile", f"cash {self.account.cash:.10g} -> exchange "
+                            f"{snap_.cash:.10g}")
+            self.account.cash = snap_.cash
+            for sym, qty in snap_.positions.items():
+                book = self.books[sym]
+                if not math.isclose(qty, book.pos, rel_tol=1e-9, abs_tol=1e-12):
+                    self._event("reconcile", f"{sym}: position {book.pos:.10g} -> exchange "
+                                f"{qty:.10g}")
+                    self._adopt_position(book, qty)
+            self._finish_orders(max((b.last_ts or 0) for b in self.books.values()))
+            self._save()
+        return list(notes)
+
+    def _adopt_position(self, book: SymbolBook, qty: float) -> None:
+        delta = qty - book.pos
+        book.pos = qty
+        if self.risk_state is not None and math.isfinite(book.last_close):
+            self.risk_state, _ = self.engine.on_fill(
+                self.risk_state, book.symbol, 1 if delta > 0 else -1, abs(delta),
+                book.last_close, 0.0, book.last_ts or 0)
+
+    # ------------------------------------------------------------------ the loop
+    def run(self, max_ticks: int | None = None) -> RunSummary:
+        """Process ticks until the feed ends, a stop signal, the kill switch, or ``max_ticks``."""
+        summary = RunSummary("ended")
+        while True:
+            if self.stop:
+                summary.status = "stopped"
+                break
+            self._check_files()
+            if self.account.killed and self._all_done():
+                summary.status = "killed"
+                break
+            if max_ticks is not None and summary.ticks >= max_ticks:
+                summary.status = "max_ticks"
+                break
+            tick = self.feed.next_tick({s: _latest(b.last_ts, b.seen_ts)
+                                        for s, b in self.books.items()},
+                                       self.config.poll_interval_s)
+            if tick == END:
+                break
+            if tick == IDLE or not isinstance(tick, Tick):
+                continue
+            summary.fills += self.process_tick(tick)
+            summary.ticks += 1
+        summary.equity = self.equity()
+        return summary
+
+    def _all_done(self) -> bool:
+        if not self.config.flatten_on_kill:
+            return all(not b.pending for b in self.books.values())
+        return all(b.pos == 0.0 and not b.pending for b in self.books.values())
+
+    def equity(self, bars: dict[str, Bar] | None = None) -> float:
+        """Cash - funding + positions marked at ``bars``' closes (else the last known)."""
+        value = self.account.cash - self.account.funding_paid
+        for sym, book in self.books.items():
+            if book.pos != 0.0:
+                value += book.pos * (bars[sym].close if bars and sym in bars else book.last_close)
+        return value
+
+    def _check_files(self) -> None:
+        paused = read_flag_file(self.config.pause_file) is not None
+        if paused != self.paused:
+            self.paused = paused
+            with self._tx():
+                self._event("pause" if paused else "resume",
+                            "pause file present: signals ignored, stops enforced" if paused
+                            else "pause file removed: trading resumed")
+        reason = read_flag_file(self.config.kill_switch_file)
+        if reason is not None and not self.account.killed:
+            self.kill_now(reason or "kill switch file")
+
+    def kill_now(self, reason: str) -> None:
+        """Engage the kill switch: cancel working orders, close positions (if configured)."""
+        last = max((b.last_ts for b in self.books.values() if b.last_ts is not None),
+                   default=0)
+        submit = []
+        with self._tx():
+            self.account.killed, self.account.kill_reason = True, reason
+            self._event("kill", f"kill switch: {reason}", last)
+            if self.config.flatten_on_kill and self.risk_state is not None:
+                self.risk_state = self.engine.kill(self.risk_state, reason[:80])
+            for sym, book in self.books.items():
+                if book.pending:
+                    self._closed[book.order_id] = "canceled"
+                    for fill in self.broker.cancel(book, last):
+                        self._apply_fill(book, fill, NAN)
+                if self.config.flatten_on_kill and book.pos != 0.0:
+                    side = -1 if book.pos > 0 else 1
+                    self.store.add_decision(last, sym, str(Action.EXIT), str(Reason.KILL_SWITCH),
+                                            side, abs(book.pos), "", reason[:200])
+                    self._set_order(book, last, 0.0, None, Reason.KILL_SWITCH, True)
+                    submit.append(book)
+            self._finish_orders(last)
+            self._save()
+        self._submit(submit)
+
+    # ------------------------------------------------------------------ one tick
+    def process_tick(self, tick: Tick) -> int:
+        """Process one tick; returns the number of fills booked. Its wall time, from receiving
+        the candle to the orders being submitted (signal call included), is appended to
+        :attr:`latencies_s` (for benchmarks and monitoring)."""
+        started = time.perf_counter()
+        ts = tick.ts
+        valid: dict[str, Bar] = {}
+        for sym, bar in tick.bars.items():
+            book = self.books[sym]
+            verdict = check_bar(bar, book.last_ts, self.step_ns)
+            book.seen_ts = _latest(book.seen_ts, bar.ts)
+            if not verdict.ok:
+                self._event("bad_candle", f"{sym}: {verdict.rule}: {verdict.reason}", bar.ts)
+            elif verdict.missing:
+                self._event("gap", f"{sym}: {verdict.reason}", bar.ts)
+            if verdict.ok:
+                valid[sym] = bar
+        if not valid:
+            with self._tx():
+                self._save()
+            return 0
+        rows = {sym: self.fe[sym].update_values(*bar) for sym, bar in valid.items()}
+        for sym, bar in valid.items():
+            self._recent[sym].append(bar)
+            if self.sink is not None:
+                try:
+                    self.sink.write(self.series[sym], bar, rows[sym])
+                except Exception as error:  # noqa: BLE001 - reported; trading goes on
+                    self._event("feature_store_error", f"{sym}: {error!r:.200}", ts)
+        trading = not (self.paused or self.account.killed)
+        halted = "killed" if self.account.killed else "paused"
+        sigs = {sym: self._fresh_signal(sym, bar) if trading else (None, halted)
+                for sym, bar in valid.items()}
+        with self._tx():
+            n_fills, to_submit = self._trade(ts, valid, rows, sigs)
+            self._save()
+        self._submit(to_submit)
+        self.latencies_s.append(time.perf_counter() - started)
+        return n_fills
+
+    def _trade(self, ts: int, valid: dict[str, Bar], rows: dict[str, dict[str, float]],
+               sigs: dict[str, tuple[Signal | None, str]]) -> tuple[int, list[SymbolBook]]:
+        eng, acct, books, store = self.engine, self.account, self.books, self.store
+        if self.risk_state is None:
+            self.risk_state = eng.start(self.equity(valid), ts)
+        n_fills = 0
+        filled = False
+        for sym, bar in valid.items():  # (1) the open, (2) resting exits
+            book = books[sym]
+            if book.pending:
+                for fill in self.broker.open_fills(book, bar):
+                    self._apply_fill(book, fill, book.order_atr)
+                    n_fills, filled = n_fills + 1, True
+                self.broker.settle(book)
+            if book.pos != 0.0:
+                pos_risk = self.risk_state.positions.get(sym)
+                if pos_risk is not None and (pos_risk.stop == pos_risk.stop
+                                             or pos_risk.target == pos_risk.target):
+                    hit = eng.check_exit(pos_risk, bar.open, bar.high, bar.low)
+                    if hit is not None:
+                        level, why, is_target = hit
+                        side = -1 if book.pos > 0 else 1
+                        store.add_decision(ts, sym, str(Action.EXIT), str(why), side,
+                                           abs(book.pos), "", f"level {level:.6g}")
+                        self._set_order(book, ts, 0.0, None, why, True)
+                        for fill in self.broker.exit_fills(book, level, is_target, bar):
+                            self._apply_fill(book, fill, NAN)
+                            n_fills, filled = n_fills + 1, True
+                        if not self.broker.live:
+                            book.pending = book.pos != 0.0
+        # (3) the close
+        for sym, bar in valid.items():
+            books[sym].last_close = bar.close
+            if self.funding_rate != 0.0 and books[sym].pos != 0.0:
+                acct.funding_paid += books[sym].pos * bar.close * self.funding_rate
+        equity = self.equity()
+        if filled or any(b.pos != 0.0 for b in books.values()):
+            marks = {sym: (bar.high, bar.low, bar.close, rows[sym]["atr"])
+                     for sym, bar in valid.items()}
+            self.risk_state, decisions = eng.on_bar_close(self.risk_state, ts, equity, marks)
+            for d in decisions:
+                store.add_decision(ts, d.symbol, str(d.action), str(d.reason), d.side, d.qty,
+                                   ",".join(map(str, d.notes)), d.detail)
+                if d.action == Action.EXIT and d.symbol in books:
+                    book = books[d.symbol]
+                    self._set_order(book, ts, 0.0, None, d.reason, book.pos != 0.0)
+            if self.risk_state.kill_switch:
+                for book in books.values():
+                    if book.pos == 0.0:
+                        book.pending, book.budget = False, None
+        # (4) signals
+        for sym, bar in valid.items():
+            self._on_signal(ts, books[sym], bar, rows[sym], sigs[sym][0], equity)
+        for sym, bar in valid.items():
+            book = books[sym]
+            sig, status = sigs[sym]
+            store.add_bar(sym, bar.ts, tuple(bar[1:]), book.pos,
+                          sig.action if sig is not None else "", status,
+                          sig.model_version if sig is not None else "")
+            book.last_ts = bar.ts
+        store.add_tick(ts, acct.cash, acct.funding_paid, equity)
+        to_submit = [b for b in books.values() if b.order_new and b.pending and self.broker.live]
+        self._finish_orders(ts)
+        return n_fills, to_submit
+
+    def _on_signal(self, ts: int, book: SymbolBook, bar: Bar, row: dict[str, float],
+                   sig: Signal | None, equity: float) -> None:
+        if sig is None:
+            return
+        s = sig.side
+        if s < 0 and not self.backtest.allow_short:
+            s = 0
+        assert self.risk_state is not None
+        if s != book.last_sig or (self.backtest.reenter and s != 0 and book.pos == 0.0
+                                  and not book.pending):
+            want = book.wish
+            current = 1 if want > 0 else -1 if want < 0 else 0
+            if current != s:
+                if current != 0:
+                    self.store.add_decision(ts, book.symbol, str(Action.EXIT),
+                                            str(Reason.SIGNAL_EXIT), -current, abs(book.pos))
+                    self._set_order(book, ts, 0.0, None, Reason.SIGNAL_EXIT, book.pos != 0.0)
+                if s != 0:
+                    atr = row["atr"]
+                    vol = row[self.config.volatility_feature] if self.config.volatility_feature \
+                        else NAN
+                    d = self.engine.decide_entry(
+                        self.risk_state, book.symbol, s, ts, equity, bar.close, atr, vol,
+                        sig.win_probability(s), NAN, replacing=book.pos != 0.0)
+                    self.store.add_decision(ts, book.symbol, str(d.action), str(d.reason), s,
+                                            d.qty, ",".join(map(str, d.notes)), d.detail)
+                    if d.action == Action.ENTER:
+                        self._set_order(book, ts, 0.0, s * d.qty * bar.close, d.reason, True,
+                                        atr=atr)
+        book.last_sig = s
+
+    def _set_order(self, book: SymbolBook, ts: int, target: float, budget: float | None,
+                   reason: str, pending: bool, atr: float | None = None) -> None:
+        """Replace ``book``'s working order (a live open order is cancelled first) and journal
+        the new one."""
+        if book.order_id:
+            done = "filled" if not self.broker.live else (book.order_status or "filled")
+            self._closed[book.order_id] = "replaced" if book.pending else done
+        if book.pending and self.broker.live and book.order_status not in ("new", ""):
+            for fill in self.broker.cancel(book, ts):
+                self._apply_fill(book, fill, book.order_atr)
+        goal = budget if budget is not None else target
+        intent = f"{reason}:{'long' if goal > 0 else 'short' if goal < 0 else 'flat'}"
+        cid = client_order_id(self.config.strategy_id, self.series[book.symbol].key, ts, intent)
+        book.set_order(target, budget, str(reason), cid, pending,
+                       book.order_atr if atr is None else atr)
+        self._closed.pop(cid, None)
+        self.store.open_order(cid, book.symbol, ts, intent, goal - book.pos, target, budget,
+                              str(reason), "new" if self.broker.live else "working")
+
+    def _apply_fill(self, book: SymbolBook, fill: Fill, atr: float) -> None:
+        assert self.risk_state is not None
+        self.risk_state, _ = self.engine.on_fill(self.risk_state, book.symbol, fill.side,
+                                                 fill.qty, fill.price, fill.fee, fill.ts, atr)
+        before = book.pos
+        book.pos = snap(book.pos + fill.side * fill.qty, fill.qty)
+        self.account.cash -= fill.side * fill.qty * fill.price + fill.fee
+        why = signal_reason(before, book.pos) if fill.reason in _SIGNAL_REASONS else fill.reason
+        self.store.record_fill(fill, why, book.pos, self.account.cash)
+
+    def _finish_orders(self, ts: int) -> None:
+        """Set the final status of orders replaced or completed during this tick."""
+        for book in self.books.values():
+            book.order_new = False
+            if book.order_id and not book.pending:
+                done = "filled" if not self.broker.live else (book.order_status or "filled")
+                self._closed.setdefault(book.order_id, done)
+        self.store.close_orders(self._closed, "cancelled" if self.account.killed
+                                else "superseded")
+        self._closed.clear()
+
+    def _submit(self, books: list[SymbolBook]) -> None:
+        """Live: place the working orders decided in the committed tick (then journal them)."""
+        for book in books:
+            if not self.broker.live or not book.pending:
+                continue
+            report = self.broker.submit(book, book.last_close)
+            with self._tx():
+                self.store.update_order(book.order_id, status=report.status,
+                                        amount=report.amount, exchange_id=report.exchange_id,
+                                        detail=report.detail)
+                self._save()
+
+    # ------------------------------------------------------------------ signals
+    def _fresh_signal(self, sym: str, bar: Bar) -> tuple[Signal | None, str]:
+        """A fresh signal for ``bar``, or ``None`` (reported and counted) and why not."""
+        sig, why = fetch_fresh_signal(self.signals, self.series[sym], bar,
+                                      list(self._recent[sym]), self.config, self.sleep)
+        if sig is not None:
+            if self.account.signal_failures:
+                self._event("signal_recovered", f"{sym}: fresh signal after "
+                            f"{self.account.signal_failures} candle(s) without", bar.ts)
+            self.account.signal_failures = 0
+            return sig, "ok"
+        self.account.signal_failures += 1
+        self._event("no_fresh_signal", f"{sym}: {why}; no new positions this candle "
+                    f"({self.account.signal_failures} in a row)", bar.ts)
+        return None, "unavailable"
+
+
+def _latest(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else max(a, b)
