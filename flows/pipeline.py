@@ -16,6 +16,8 @@ for _name, _value in (
     ("PREFECT_SERVER_ANALYTICS_ENABLED", "false"),
     ("MLFLOW_DISABLE_TELEMETRY", "true"),
     ("FEAST_USAGE", "False"),
+    # patience for Prefect's temporary API server on a busy 2-core machine (default: 20 s)
+    ("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180"),
 ):
     os.environ.setdefault(_name, _value)
 

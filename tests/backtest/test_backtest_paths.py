@@ -15,7 +15,7 @@ from candlecast.backtest import (
     run_vectorized,
     sma_crossover_signal,
 )
-from candlecast.risk import LimitsConfig, RiskConfig
+from candlecast.risk import ExitConfig, LimitsConfig, RiskConfig, SizingConfig
 
 
 @pytest.fixture(scope="module")
@@ -65,18 +65,74 @@ def test_linear_scan_equals_the_order_loop(real):
         assert scan.fills["reason"].tolist() == loop.fills["reason"].tolist()
 
 
-def test_skipping_quiet_bars_changes_nothing(real):
-    sig = sma_crossover_signal(real.close, 10, 30, long_only=False)
-    atr = simple_atr(real)
-    configs = [RiskConfig(),
-               RiskConfig(limits=LimitsConfig(max_drawdown=0.2, max_daily_loss=0.02,
-                                              cooldown_bars_after_loss=3, close_on_halt=False))]
-    for risk in configs:
-        fast = run_event_driven(real, sig, risk, CostConfig(), atr=atr)
-        slow = run_event_driven(real, sig, risk, CostConfig(), atr=atr, quiet_ok=False)
-        assert np.array_equal(fast.equity, slow.equity)
-        assert fast.decisions.equals(slow.decisions)
-        assert len(fast.decisions) > 300
+ALL_EXITS = ExitConfig(stop_loss_pct=0.03, stop_atr_multiple=2.0, take_profit_r=3.0,
+                       trailing_pct=0.02, chandelier_atr_multiple=2.5, breakeven_trigger_r=0.7,
+                       time_stop_bars=48)
+FAST_VS_PER_BAR = {  # name: (risk, costs, backtest config, extra run_event_driven arguments)
+    "default": (RiskConfig(), CostConfig(), BacktestConfig(), {}),
+    "bench_long_only": (RiskConfig(limits=LimitsConfig(max_drawdown=None)),
+                        CostConfig.commission_only(10), BacktestConfig(allow_short=False), {}),
+    "all_exits_tight_limits": (
+        RiskConfig(exits=ALL_EXITS,
+                   limits=LimitsConfig(max_drawdown=0.15, max_daily_loss=0.01,
+                                       cooldown_bars_after_loss=3, max_trades_per_day=3)),
+        CostConfig(), BacktestConfig(reenter=True), {}),
+    "limits_without_close_on_halt": (
+        RiskConfig(limits=LimitsConfig(max_drawdown=0.2, max_daily_loss=0.02,
+                                       cooldown_bars_after_loss=3, close_on_halt=False)),
+        CostConfig(), BacktestConfig(), {}),
+    "trailing_and_target_only": (
+        RiskConfig(sizing=SizingConfig(method="fixed_notional", notional_fraction=0.5),
+                   exits=ExitConfig(stop_atr_multiple=None, chandelier_atr_multiple=None,
+                                    breakeven_trigger_r=None, trailing_pct=0.015,
+                                    take_profit_pct=0.04)),
+        CostConfig(), BacktestConfig(), {}),
+    "funding_and_partial_fills": (RiskConfig(exits=ExitConfig(time_stop_bars=12,
+                                                              take_profit_r=2.0)),
+                                  CostConfig(max_participation=0.02), BacktestConfig(),
+                                  {"funding": True}),
+    "kill_switch": (RiskConfig(), CostConfig(), BacktestConfig(), {"kill_at": 0.6}),
+    "plain": (RiskConfig.plain(), CostConfig(), BacktestConfig(), {}),
+}
+
+
+@pytest.mark.parametrize("name", list(FAST_VS_PER_BAR))
+def test_the_fast_path_equals_the_per_bar_engine_calls(real, name):
+    """run_event_driven's fast path (flat bars jumped over, RiskEngine.hold through bars in a
+    trade where nothing happens) against quiet_ok=False, which calls check_exit and
+    on_bar_close on every bar in a trade: the same equity, fills, decisions and reasons, and
+    final risk state, to the last bit, on real data with every exit and limit active."""
+    risk, costs, cfg, extra = FAST_VS_PER_BAR[name]
+    sig = sma_crossover_signal(real.close, 10, 30, long_only=not cfg.allow_short)
+    kwargs = {"atr": simple_atr(real), "volatility": None}
+    if "kill_at" in extra:
+        kwargs["kill_at"] = real.timestamps[int(real.n * extra["kill_at"])]
+    if "funding" in extra:  # a per-bar rate that changes sign
+        kwargs["funding"] = 1e-4 * np.cos(np.arange(real.n) / 7.0)
+    fast = run_event_driven(real, sig, risk, costs, cfg, **kwargs)
+    slow = run_event_driven(real, sig, risk, costs, cfg, quiet_ok=False, **kwargs)
+    assert np.array_equal(fast.equity, slow.equity)
+    assert np.array_equal(fast.position, slow.position)
+    assert fast.fills.equals(slow.fills)
+    assert fast.decisions.equals(slow.decisions)
+    assert fast.trades.equals(slow.trades)
+    assert fast.final_risk_state.to_dict() == slow.final_risk_state.to_dict()
+    assert len(fast.decisions) > 100 and fast.final_equity != cfg.initial_equity
+
+
+def test_the_fast_path_cases_reach_every_exit_and_limit(real):
+    """The cases above are not hollow: between them they exit by every rule and halt."""
+    reasons = set()
+    for name in FAST_VS_PER_BAR:
+        risk, costs, cfg, extra = FAST_VS_PER_BAR[name]
+        sig = sma_crossover_signal(real.close, 10, 30, long_only=not cfg.allow_short)
+        kill = ({"kill_at": real.timestamps[int(real.n * extra["kill_at"])]} if "kill_at" in extra
+                else {})
+        res = run_event_driven(real, sig, risk, costs, cfg, atr=simple_atr(real), **kill)
+        reasons |= set(res.decisions["reason"])
+    assert {"stop_loss", "trailing_stop", "chandelier_stop", "breakeven_stop", "take_profit",
+            "time_stop", "halt_daily_loss", "halt_max_drawdown", "kill_switch", "signal_exit",
+            "reject_cooldown", "reject_max_trades_per_day"} <= reasons
 
 
 def test_buy_and_hold_pays_costs_once(real):

@@ -5,9 +5,18 @@ and targets are checked against the bar's range, stop first; (3) at the close, f
 :meth:`RiskEngine.on_bar_close` runs (limits, trailing stops, time stops) and a signal change
 asks :meth:`RiskEngine.decide_entry`; orders from (3) fill at the next open.
 
-Speed: while the account is flat with nothing pending, no risk rule can act until the signal
-next changes (the engine's day bookkeeping is lazy, and a flat account's equity is constant),
-so the loop jumps straight to that bar. Bars in a trade are all visited.
+Speed, with the same results to the last bit (tested against ``quiet_ok=False``):
+
+* while the account is flat with nothing pending, no risk rule can act until the next entry
+  signal (the engine's day bookkeeping is lazy, and a flat account's equity is constant), so
+  the loop jumps straight to that bar;
+* while it holds a position with no order working, :meth:`RiskEngine.hold` advances through
+  the bars where (2) and (3) would only move levels, up to the first bar where a stop or
+  target is touched, a limit or time stop acts, or the signal changes; that bar runs through
+  the per-bar calls, so every decision still comes from them;
+* fills go into typed arrays and decisions into tuples of plain numbers and strings, so a long
+  run keeps no per-fill float objects or enum references alive (frames are built on first
+  access).
 """
 
 from __future__ import annotations
@@ -22,18 +31,30 @@ from candlecast.backtest.costs import CostModel
 from candlecast.backtest.inputs import Market, align, funding_array, prepare_market, signal_array
 from candlecast.backtest.ledger import FillLog, curves, order_step, signal_reason, snap
 from candlecast.backtest.result import BacktestResult
-from candlecast.risk import Action, Reason, RiskConfig, RiskEngine
-from candlecast.risk.state import NS_PER_DAY
+from candlecast.risk import Action, HoldBars, Reason, RiskConfig, RiskEngine
+from candlecast.risk.hold import mirrored
 
 NAN = math.nan
 _TOL = 1e-12
-_SIGNAL = (Reason.SIGNAL_ENTRY, Reason.SIGNAL_EXIT)
+_SIGNAL = ("signal_entry", "signal_exit")
+# Fills and decisions are recorded with plain strings, not the engine's enum members: a tuple
+# of plain numbers and strings is dropped from the garbage collector's lists at its first
+# collection, while tens of thousands of tuples holding enum members would stay tracked and
+# make full collections (a sizeable share of a million-bar run) traverse them.
+_PLAIN: dict[str, str] = {m: m.value for m in (*Action, *Reason)}
+_ENTER, _EXIT, _SIGNAL_EXIT = "enter", "exit", "signal_exit"
 
 
 def _optional(values: object | None, market: Market, name: str) -> np.ndarray:
-    if values is None:
-        return np.full(market.n, NAN)
+    if values is None:  # all NaN, as a read-only view of one number (no n-element array)
+        return np.broadcast_to(np.float64(NAN), (market.n,))
     return align(values, market, name)
+
+
+def _elements(values: np.ndarray) -> memoryview:
+    """The array's elements, read one at a time as Python numbers (a memoryview: ``tolist``
+    of a million-bar array would cost more than the whole backtest)."""
+    return memoryview(values)  # type: ignore[arg-type]
 
 
 def run_event_driven(
@@ -59,8 +80,9 @@ def run_event_driven(
     ``probability`` (that the signalled side wins) and ``payoff_ratio`` for Kelly sizing.
     ``kill_at`` engages the kill switch at the close of the first bar at or after that time.
     Every risk decision (enter/reject/exit/halt with its reason) is in ``result.decisions``.
-    ``quiet_ok=False`` calls the engine on every bar in a trade instead of skipping the bars
-    its :class:`~candlecast.risk.QuietBand` proves quiet (same results, slower; for tests).
+    ``quiet_ok=False`` calls check_exit and on_bar_close on every bar in a trade instead of
+    letting :meth:`RiskEngine.hold` advance through the bars where nothing happens (the same
+    results, slower: the reference the fast path is tested against).
     """
     cfg = config if config is not None else BacktestConfig()
     model = CostModel(costs)
@@ -80,39 +102,40 @@ def run_event_driven(
     fund_arr = funding_array(funding, market, model.funding_per_bar(market.bar_ns / 1e9))
     n, symbol = market.n, market.symbol
 
-    request_bars = np.flatnonzero(np.diff(sig_arr, prepend=np.int8(0)))
-    if cfg.reenter:
-        request_bars = np.union1d(request_bars, np.flatnonzero(sig_arr))
+    # bars where a flat account may act: an entry signal (a change to a non-zero signal, or
+    # any non-zero signal with reenter) or the kill switch; in a trade, every signal change
+    change_bars = np.flatnonzero(np.diff(sig_arr, prepend=np.int8(0)))
+    request_bars = (np.flatnonzero(sig_arr) if cfg.reenter
+                    else change_bars[sig_arr[change_bars] != 0])
     kill_bar = n
     if kill_at is not None:
         kill_bar = int(np.searchsorted(market.ts_ns, pd.Timestamp(kill_at).value))
         if kill_bar < n:
             request_bars = np.union1d(request_bars, [kill_bar])
     requests: list[int] = request_bars.tolist()
+    changes: list[int] = change_bars.tolist()
+    n_changes = len(changes)
     n_requests = len(requests)
 
-    o, h, lo, c, v = (market.open.tolist(), market.high.tolist(), market.low.tolist(),
-                      market.close.tolist(), market.volume.tolist())
-    ts, sig, atr_l = market.ts_ns.tolist(), sig_arr.tolist(), atr_arr.tolist()
-    fund = None if fund_arr is None else fund_arr.tolist()
-
-    bar_ns = engine.bar_ns
-    bar_no = (market.ts_ns // bar_ns).tolist()
-    day_arr = market.ts_ns // NS_PER_DAY
-    day_no = day_arr.tolist()
-    day_last = np.append(day_arr[1:] != day_arr[:-1], True).tolist()
+    o, h, lo, c, v, ts, atr_l, vol, prob, pay, sig = (_elements(x) for x in (
+        market.open, market.high, market.low, market.close, market.volume, market.ts_ns,
+        atr_arr, vol_arr, prob_arr, pay_arr, sig_arr))
+    fund = None if fund_arr is None else _elements(fund_arr)
+    bars = HoldBars(ts, h, lo, c, atr_l, fund)
+    if sig_arr.min() < 0:  # shorts: the engine holds them in the mirrored bars
+        bars = bars._replace(mirror=mirrored(bars))
 
     state = engine.start(cfg.initial_equity, ts[0])
     log = FillLog()
-    rows: list[tuple] = []
+    rows: list[tuple] = []  # decisions
     cash, paid, pos = cfg.initial_equity, 0.0, 0.0
     target, pending, reason, order_atr = 0.0, False, "", NAN
     budget: float | None = None
-    last_sig, k, t = 0, 0, 0
+    last_sig, k, j, t = 0, 0, 0, 0  # k, j: next request / signal change (t only grows)
     reenter = cfg.reenter
-    band = None  # the engine's QuietBand for the open position, if any
-    b_day = b_bar = 0
-    b_low_gt = b_low_ge = b_high_lt = b_high_le = b_atr = b_floor = b_peak = 0.0
+    on_fill, on_bar_close, check_exit, decide_entry, hold = (
+        engine.on_fill, engine.on_bar_close, engine.check_exit, engine.decide_entry, engine.hold)
+    add_fill, add_row = log.add, rows.append
 
     while t < n:
         if pos == 0.0 and not pending:  # idle: jump to the next bar that may act
@@ -121,20 +144,8 @@ def run_event_driven(
             if k == n_requests:
                 break
             t = requests[k]
+            last_sig = sig[t - 1] if t > 0 else 0  # the bars jumped over had no entry signal
         close = c[t]
-        inside = False  # the bar's range cannot reach the resting stop / target
-        if band is not None and not pending:
-            low, high = lo[t], h[t]
-            inside = low > b_low_gt and high < b_high_lt
-            a = atr_l[t]
-            if (inside and high <= b_high_le and low >= b_low_ge and not 0.0 < a < b_atr
-                    and day_no[t] == b_day and not day_last[t] and bar_no[t] < b_bar
-                    and t != kill_bar):
-                fpay = pos * close * fund[t] if fund is not None else 0.0
-                if b_floor < cash - (paid + fpay) + pos * close <= b_peak and sig[t] == last_sig:
-                    paid += fpay  # a quiet bar: no risk rule can act, nothing to decide
-                    t += 1
-                    continue
         filled = False
         if pending:  # (1) the open
             if budget is not None:  # an entry sized in quote currency becomes units now
@@ -142,29 +153,40 @@ def run_event_driven(
             step = order_step(model, pos, target, o[t], v[t])
             if step is not None:
                 side, qty, price, fee, slip = step
-                state, _ = engine.on_fill(state, symbol, side, qty, price, fee, ts[t], order_atr)
+                state, _ = on_fill(state, symbol, side, qty, price, fee, ts[t], order_atr)
                 before, pos = pos, snap(pos + side * qty, qty)
                 cash -= side * qty * price + fee
                 why = signal_reason(before, pos) if reason in _SIGNAL else reason
-                log.add(t, side, qty, price, o[t], fee, slip, why, pos, cash)
+                add_fill(t, side, qty, price, o[t], fee, slip, why, pos, cash)
                 filled = True
             if abs(target - pos) <= _TOL * max(1.0, abs(target)):
                 pending = False
-        if pos != 0.0 and not inside:  # (2) resting stop / target
+                if pos != 0.0 and quiet_ok:  # in a trade: the engine holds from this bar
+                    while j < n_changes and changes[j] < t:
+                        j += 1
+                    end = changes[j] if j < n_changes else n
+                    state, u, paid = hold(state, symbol, bars, t,
+                                          kill_bar if t <= kill_bar < end else end,
+                                          cash, pos, paid)
+                    if u > t:
+                        t = u
+                        continue
+        if pos != 0.0:  # (2) resting stop / target
             p = state.positions.get(symbol)
             if p is not None and (p.stop == p.stop or p.target == p.target):
-                hit = engine.check_exit(p, o[t], h[t], lo[t])
+                hit = check_exit(p, o[t], h[t], lo[t])
                 if hit is not None:
                     level, why, is_target = hit
+                    why = _PLAIN[why]
                     side = -1 if pos > 0 else 1
                     qty, price, fee, slip = (model.maker(abs(pos), level, v[t]) if is_target
                                              else model.taker(side, abs(pos), level, v[t]))
-                    rows.append((t, Action.EXIT, why, side, abs(pos), (), f"level {level:.6g}"))
+                    add_row((t, _EXIT, why, side, abs(pos), "", level))
                     if qty > 0.0:
-                        state, _ = engine.on_fill(state, symbol, side, qty, price, fee, ts[t])
+                        state, _ = on_fill(state, symbol, side, qty, price, fee, ts[t])
                         pos = snap(pos + side * qty, qty)
                         cash -= side * qty * price + fee
-                        log.add(t, side, qty, price, level, fee, slip, why, pos, cash)
+                        add_fill(t, side, qty, price, level, fee, slip, why, pos, cash)
                         filled = True
                     target, budget, pending, reason = 0.0, None, pos != 0.0, why
         # (3) the close
@@ -174,42 +196,47 @@ def run_event_driven(
         if t == kill_bar:
             state = engine.kill(state, "kill_at")
         if pos != 0.0 or filled or t == kill_bar:
-            state, decisions = engine.on_bar_close(
-                state, ts[t], equity, {symbol: (h[t], lo[t], close, atr_l[t])})
+            state, decisions = on_bar_close(state, ts[t], equity,
+                                            {symbol: (h[t], lo[t], close, atr_l[t])})
             for d in decisions:
-                rows.append((t, d.action, d.reason, d.side, d.qty, d.notes, d.detail))
-                if d.action == Action.EXIT:
-                    target, budget, pending, reason = 0.0, None, pos != 0.0, d.reason
+                add_row((t, _PLAIN[d.action], _PLAIN[d.reason], d.side, d.qty,
+                             ",".join(d.notes), d.detail))
+                if d.action == _EXIT:
+                    target, budget, pending, reason = 0.0, None, pos != 0.0, _PLAIN[d.reason]
             if state.kill_switch and pos == 0.0:
                 pending, budget = False, None
-            band = engine.quiet_band(state, symbol) if pos != 0.0 and quiet_ok else None
-            if band is not None:
-                b_day, b_low_gt, b_low_ge, b_high_lt, b_high_le, b_atr, b_floor, b_peak, b_bar = (
-                    band)
         s = sig[t]
         if t < n - 1 and (s != last_sig or (reenter and s != 0 and pos == 0.0 and not pending)):
             want = (budget if budget is not None else target) if pending else pos
             current = 1 if want > 0 else -1 if want < 0 else 0
             if current != s:
                 if current != 0:
-                    rows.append((t, Action.EXIT, Reason.SIGNAL_EXIT, -current, abs(pos), (), ""))
-                    target, budget, pending, reason = 0.0, None, pos != 0.0, Reason.SIGNAL_EXIT
+                    add_row((t, _EXIT, _SIGNAL_EXIT, -current, abs(pos), "", ""))
+                    target, budget, pending, reason = 0.0, None, pos != 0.0, _SIGNAL_EXIT
                 if s != 0:
-                    d = engine.decide_entry(
-                        state, symbol, s, ts[t], equity, close, atr_l[t], float(vol_arr[t]),
-                        float(prob_arr[t]), float(pay_arr[t]), replacing=pos != 0.0)
-                    rows.append((t, d.action, d.reason, s, d.qty, d.notes, d.detail))
-                    if d.action == Action.ENTER:
-                        budget, pending, reason, order_atr = (s * d.qty * close, True, d.reason,
+                    d = decide_entry(state, symbol, s, ts[t], equity, close, atr_l[t], vol[t],
+                                     prob[t], pay[t], NAN, None, pos != 0.0)
+                    why = _PLAIN[d.reason]
+                    add_row((t, _PLAIN[d.action], why, s, d.qty,
+                                 ",".join(d.notes) if d.notes else "", d.detail))
+                    if d.action == _ENTER:
+                        budget, pending, reason, order_atr = (s * d.qty * close, True, why,
                                                               atr_l[t])
         last_sig = s
         t += 1
+        if pos != 0.0 and not pending and quiet_ok and t < n:
+            # in a trade with no order working: the engine advances through the bars where
+            # nothing can happen, up to the next signal change (or the kill bar)
+            while j < n_changes and changes[j] < t:
+                j += 1
+            end = changes[j] if j < n_changes else n
+            state, t, paid = hold(state, symbol, bars, t,
+                                  kill_bar if t <= kill_bar < end else end, cash, pos, paid)
 
     equity_curve, position, funding_paid = curves(n, log, market.close, cfg.initial_equity,
                                                   fund_arr)
     result = BacktestResult(name, symbol, market.timestamps, market.close, equity_curve,
                             position, funding_paid, cfg.initial_equity, market.bars_per_year, log,
-                            [(b, str(a), str(r), sd, q, ",".join(map(str, nt)), dt)
-                             for b, a, r, sd, q, nt, dt in rows])
+                            rows)
     result.final_risk_state = state  # type: ignore[attr-defined]
     return result

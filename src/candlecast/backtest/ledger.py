@@ -6,6 +6,7 @@ so on the same fills they produce the same numbers to the last bit.
 
 from __future__ import annotations
 
+from array import array
 from typing import Any
 
 import numpy as np
@@ -19,23 +20,27 @@ _TINY = 1e-12
 class FillLog:
     """Append-only columns of fills; ``pos_after``/``cash_after`` make curves exact.
 
-    Columns are lists while a loop appends, or numpy arrays when a path fills them at once.
+    While a loop appends, the numeric columns are typed arrays (``array.array``): they store
+    the numbers, not Python float objects, so a long backtest does not keep hundreds of
+    thousands of objects alive (which costs more time than the appends). A path that has all
+    fills at once sets numpy arrays instead. Both read like sequences and convert to numpy
+    without copying element by element.
     """
 
     __slots__ = ("bar", "cash_after", "fee", "pos_after", "price", "qty", "reason", "ref",
                  "side", "slip")
 
     def __init__(self) -> None:
-        self.bar: Any = []
-        self.side: Any = []
-        self.qty: Any = []
-        self.price: Any = []
-        self.ref: Any = []
-        self.fee: Any = []
-        self.slip: Any = []
+        self.bar: Any = array("q")
+        self.side: Any = array("b")
+        self.qty: Any = array("d")
+        self.price: Any = array("d")
+        self.ref: Any = array("d")
+        self.fee: Any = array("d")
+        self.slip: Any = array("d")
         self.reason: Any = []
-        self.pos_after: Any = []
-        self.cash_after: Any = []  # cash from fills only (funding excluded)
+        self.pos_after: Any = array("d")
+        self.cash_after: Any = array("d")  # cash from fills only (funding excluded)
 
     def __len__(self) -> int:
         return len(self.bar)
@@ -93,11 +98,13 @@ def curves(
     if len(log) == 0:
         return np.full(n, initial_equity), np.zeros(n), np.zeros(n)
     bars = np.asarray(log.bar, dtype=np.int64)
-    last = np.searchsorted(bars, np.arange(n), side="right") - 1
-    has = last >= 0
-    safe = np.where(has, last, 0)
-    position = np.where(has, np.asarray(log.pos_after)[safe], 0.0)
-    cash = np.where(has, np.asarray(log.cash_after)[safe], initial_equity)
+    # per bar: 1 + index of the last fill at or before it (0: none yet); bars are sorted
+    last_of_bar = np.append(bars[1:] != bars[:-1], True)
+    marker = np.zeros(n, dtype=np.intp)
+    marker[bars[last_of_bar]] = np.flatnonzero(last_of_bar) + 1
+    np.maximum.accumulate(marker, out=marker)
+    position = np.concatenate([[0.0], np.asarray(log.pos_after, dtype=float)])[marker]
+    cash = np.concatenate([[initial_equity], np.asarray(log.cash_after, dtype=float)])[marker]
     paid = np.zeros(n) if funding is None else position * close * funding
     if funding is not None:
         cash = cash - np.cumsum(paid)

@@ -19,6 +19,9 @@ class BacktestResult:
 
     ``equity``/``position``/``funding_paid`` are per bar at the close; ``position`` is signed
     base units. ``fills``, ``trades`` and ``decisions`` are DataFrames built on first access.
+    ``decision_rows`` are ``(bar, action, reason, side, qty, notes, detail)`` as the loop
+    recorded them (``notes`` a tuple of reasons; ``detail`` a string, or the float level of a
+    resting stop/target that was hit); ``decisions`` turns them into strings.
     """
 
     name: str
@@ -51,7 +54,10 @@ class BacktestResult:
 
     @cached_property
     def decisions(self) -> pd.DataFrame:
-        frame = pd.DataFrame(self.decision_rows, columns=list(DECISION_COLUMNS[1:]))
+        rows = [(b, str(a), str(r), sd, q, nt if isinstance(nt, str) else ",".join(map(str, nt)),
+                 dt if isinstance(dt, str) else f"level {dt:.6g}")
+                for b, a, r, sd, q, nt, dt in self.decision_rows]
+        frame = pd.DataFrame(rows, columns=list(DECISION_COLUMNS[1:]))
         bars = frame["bar"].to_numpy(dtype=np.int64)
         frame.insert(0, "timestamp", self.timestamps[bars] if len(frame) else self.timestamps[:0])
         return frame

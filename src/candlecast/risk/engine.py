@@ -17,13 +17,16 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from datetime import datetime
-from typing import NamedTuple
+from typing import TypeVar, cast
 
 import pandas as pd
+from pydantic import BaseModel
 
 from candlecast.data.schema import timeframe_to_timedelta
 from candlecast.risk import exits, limits, sizing
 from candlecast.risk.config import RiskConfig
+from candlecast.risk.hold import HoldBars, hold_rules
+from candlecast.risk.hold import hold as hold_position
 from candlecast.risk.reasons import Action, Reason
 from candlecast.risk.state import NS_PER_DAY, Decision, PositionRisk, RiskState
 
@@ -32,35 +35,10 @@ NAN = math.nan
 BarMarks = tuple[float, float, float, float]
 _NO_DECISIONS: tuple[Decision, ...] = ()
 _QTY_EPS = 1e-12
-
-
-class QuietBand(NamedTuple):
-    """Bounds within which the next bar of a single open position changes nothing but the
-    remembered equity, so a simulator may skip :meth:`RiskEngine.check_exit` and
-    :meth:`RiskEngine.on_bar_close` for it (the backtester's fast path; the live trader simply
-    calls the engine every bar). A bar of UTC day ``day`` at bar number ``bar`` with range
-    ``low``/``high``, ``atr`` and close-marked ``equity`` is quiet when::
-
-        low > low_gt and low >= low_ge and high < high_lt and high <= high_le
-        and not (0 < atr < atr_lt) and equity_gt < equity <= equity_le and bar < bar_lt
-
-    and the bar is not the last of its UTC day (the day roll needs that bar's equity). The
-    bounds are the exact complements of the engine's own tests, except ``atr_lt`` which is
-    padded so rounding can only make a bar non-quiet (then the engine decides).
-    """
-
-    day: int
-    low_gt: float  # long: the stop; short: the target
-    low_ge: float  # short: the lowest low so far (a lower low moves the stop)
-    high_lt: float  # long: the target; short: the stop
-    high_le: float  # long: the highest high so far
-    atr_lt: float  # a smaller positive ATR would tighten the chandelier stop
-    equity_gt: float  # daily-loss / drawdown floor
-    equity_le: float  # the peak (a new peak changes the drawdown floor)
-    bar_lt: int  # the time stop
-
-
-_INF = math.inf
+M = TypeVar("M", bound=BaseModel)
+# enum members bound once: reading ``Reason.X`` costs ~10x a module global in CPython 3.11
+_ENTER, _REJECT = Action.ENTER, Action.REJECT
+_SIGNAL_ENTRY, _STOP_LOSS, _TAKE_PROFIT = Reason.SIGNAL_ENTRY, Reason.STOP_LOSS, Reason.TAKE_PROFIT
 
 
 def to_ns(timestamp: int | datetime | pd.Timestamp) -> int:
@@ -81,11 +59,19 @@ class RiskEngine:
         self.timeframe = timeframe
         self.bar_ns = int(timeframe_to_timedelta(timeframe).value)
         self.bars_per_year = 365.0 * NS_PER_DAY / self.bar_ns
-        # plain copies of the numbers read on every bar (the config itself stays the truth)
+        # Plain copies of the numbers read on every call (the config itself stays the truth):
+        # CPython 3.11 reads an attribute of a pydantic model ~5x slower than of a plain object
+        # (BaseModel defines __getattr__, which turns off attribute-read specialization).
         lim, ex = self.config.limits, self.config.exits
+        self._sizing = _plain_view(self.config.sizing)
+        self._exits = _plain_view(ex)
+        self._limits = _plain_view(lim)
         self._max_dd, self._max_daily = lim.max_drawdown, lim.max_daily_loss
         self._close_on_halt = lim.close_on_halt
-        self._chandelier, self._time_stop = ex.chandelier_atr_multiple, ex.time_stop_bars
+        self._time_stop = ex.time_stop_bars
+        self._has_initial_stop = ex.has_initial_stop
+        self._dd_scaling = lim.drawdown_scale_start is not None
+        self._hold_rules = hold_rules(self.config)
 
     # ---------------------------------------------------------------- state
     def start(self, equity: float, timestamp: int | datetime | pd.Timestamp) -> RiskState:
@@ -137,46 +123,46 @@ class RiskEngine:
             raise ValueError(f"side must be 1 (long) or -1 (short), got {side!r}")
         if not price > 0 or math.isinf(price):
             raise ValueError(f"price for {symbol} must be a positive number, got {price}")
-        cfg = self.config
         day, bar = timestamp // NS_PER_DAY, timestamp // self.bar_ns
-        block = limits.entry_block(cfg.limits, state, symbol, day, bar, replacing)
+        block = limits.entry_block(self._limits, state, symbol, day, bar, replacing)
         if block is not None:
-            return Decision(Action.REJECT, block, symbol, side)
+            return Decision(_REJECT, block, symbol, side)
         if math.isnan(stop):
-            stop = exits.initial_stop(cfg.exits, side, price, atr)
-            if cfg.exits.has_initial_stop and math.isnan(stop):
+            stop = exits.initial_stop(self._exits, side, price, atr)
+            if self._has_initial_stop and math.isnan(stop):
                 return Decision(Action.REJECT, Reason.REJECT_MISSING_VOLATILITY, symbol, side,
                                 detail="initial stop needs a positive ATR")
         else:
             exits.check_stop_side(side, price, stop)
         risk = abs(price - stop)  # NaN without a stop
-        target = exits.take_profit(cfg.exits, side, price, risk)
+        target = exits.take_profit(self._exits, side, price, risk)
         if math.isnan(payoff_ratio) and not math.isnan(target) and risk > 0:
             payoff_ratio = abs(target - price) / risk
         qty, reject, notes = sizing.size_position(
-            cfg.sizing, self.bars_per_year, equity, price, risk, volatility, probability,
+            self._sizing, self.bars_per_year, equity, price, risk, volatility, probability,
             payoff_ratio,
         )
         if reject is not None:
             return Decision(Action.REJECT, reject, symbol, side)
-        scale = limits.drawdown_scale(
-            cfg.limits, limits.drawdown(max(state.peak_equity, equity), equity)
-        )
-        if scale < 1.0:
-            qty *= scale
-            notes = (*notes, Reason.DRAWDOWN_SCALED)
+        if self._dd_scaling and equity < state.peak_equity:  # (no drawdown: scale 1)
+            scale = limits.drawdown_scale(
+                self._limits, limits.drawdown(max(state.peak_equity, equity), equity)
+            )
+            if scale < 1.0:
+                qty *= scale
+                notes = (*notes, Reason.DRAWDOWN_SCALED)
         other = 0.0
         for sym, pos in state.positions.items():
             if replacing and sym == symbol:
                 continue
             mark = marks.get(sym, pos.entry_price) if marks is not None else pos.entry_price
             other += pos.qty * mark
-        qty, reject, cap_notes = sizing.cap_position(cfg.sizing, equity, price, qty, other)
+        qty, reject, cap_notes = sizing.cap_position(self._sizing, equity, price, qty, other)
         if reject is not None:
             return Decision(Action.REJECT, reject, symbol, side)
         if not qty > _QTY_EPS:
             return Decision(Action.REJECT, Reason.REJECT_ZERO_SIZE, symbol, side)
-        return Decision(Action.ENTER, Reason.SIGNAL_ENTRY, symbol, side, qty, stop, target,
+        return Decision(_ENTER, _SIGNAL_ENTRY, symbol, side, qty, stop, target,
                         (*notes, *cap_notes))
 
     @staticmethod
@@ -194,41 +180,35 @@ class RiskEngine:
         if hit is None:
             return None
         price, is_target = hit
-        return price, (Reason.TAKE_PROFIT if is_target else position.stop_reason), is_target
+        return price, (_TAKE_PROFIT if is_target else position.stop_reason), is_target
 
-    def quiet_band(self, state: RiskState, symbol: str) -> QuietBand | None:
-        """The :class:`QuietBand` of ``state`` when it holds exactly one position, in
-        ``symbol``, and no halt or kill switch is forcing exits; else ``None``."""
-        pos = state.positions.get(symbol)
-        if pos is None or len(state.positions) != 1 or state.kill_switch:
-            return None
-        max_dd, max_daily, close_on_halt = self._max_dd, self._max_daily, self._close_on_halt
-        floor = -_INF
-        if max_dd is not None:
-            if not state.drawdown_halted:
-                floor = state.peak_equity * (1.0 - max_dd)
-            elif close_on_halt:
-                return None
-        if state.halted_until_day < state.day:
-            if max_daily is not None:
-                daily = state.day_start_equity * (1.0 - max_daily)
-                floor = daily if daily > floor else floor
-        elif close_on_halt:
-            return None
-        stop, target, extreme = pos.stop, pos.target, pos.extreme
-        has_stop = stop == stop
-        atr_lt = 0.0
-        if self._chandelier is not None:
-            atr_lt = abs(extreme - stop) / self._chandelier * (1.0 + 1e-9) if has_stop else _INF
-        bar_lt = pos.entry_bar + self._time_stop if self._time_stop is not None else 1 << 62
-        if pos.side > 0:
-            band = (state.day, stop if has_stop else -_INF, -_INF,
-                    target if target == target else _INF, extreme, atr_lt, floor,
-                    state.peak_equity, bar_lt)
-        else:
-            band = (state.day, target if target == target else -_INF, extreme,
-                    stop if has_stop else _INF, _INF, atr_lt, floor, state.peak_equity, bar_lt)
-        return tuple.__new__(QuietBand, band)  # type: ignore[return-value]
+    def hold(
+        self,
+        state: RiskState,
+        symbol: str,
+        bars: HoldBars,
+        start: int,
+        end: int,
+        cash: float,
+        units: float,
+        paid: float = 0.0,
+    ) -> tuple[RiskState, int, float]:
+        """Simulators' fast path: advance an account holding one position, in ``symbol``, through
+        bars ``start, start + 1, ...`` (before ``end``) for as long as nothing happens.
+
+        The account is ``cash`` plus ``units`` (signed) of the symbol and has paid ``paid``
+        funding so far; at each close it pays ``units x close x funding`` and is worth
+        ``cash - paid + units x close``. Equivalent to calling :meth:`check_exit` and then
+        :meth:`on_bar_close` with that equity on every bar, up to the first bar where one of
+        them would act (a stop or target touched, a halt, a forced or time-stop exit), which is
+        left for the caller to run through those calls. Returns ``(state, bar, paid)``: the
+        state after the last bar advanced (``state`` itself if none), the first bar not
+        advanced (``end`` if all were) and the funding paid by then. Returns at once when the
+        state holds no or several positions, or a kill switch / halt forces exits. The live
+        trader never needs this: it calls the engine every bar.
+        """
+        return hold_position(self._hold_rules, self.bar_ns, state, symbol, bars, start, end,
+                             cash, units, paid)
 
     # ---------------------------------------------------------------- events
     def on_fill(
@@ -254,8 +234,10 @@ class RiskEngine:
             raise ValueError(f"fill qty must be > 0, got {qty}")
         day, bar = timestamp // NS_PER_DAY, timestamp // self.bar_ns
         positions = dict(state.positions)
-        trades_today = limits.trades_on(state, day)
-        start_equity = limits.day_start_equity(state, day)
+        if day == state.day:  # limits.trades_on / limits.day_start_equity, inlined
+            trades_today, start_equity = state.trades_today, state.day_start_equity
+        else:
+            trades_today, start_equity = 0, state.last_equity
         cooldown = state.cooldown_until_bar
         realized = 0.0
         pos = positions.get(symbol)
@@ -269,7 +251,7 @@ class RiskEngine:
             if left <= _QTY_EPS * max(1.0, pos.qty):
                 del positions[symbol]
                 if total < 0:
-                    cooldown = max(cooldown, bar + self.config.limits.cooldown_bars_after_loss)
+                    cooldown = max(cooldown, bar + self._limits.cooldown_bars_after_loss)
             else:
                 positions[symbol] = _evolve_pos(pos, qty=left, fees=pos.fees - entry_fees,
                                                 realized=total)
@@ -283,26 +265,27 @@ class RiskEngine:
                 new_qty = pos.qty + qty
                 entry = (pos.entry_price * pos.qty + price * qty) / new_qty
                 update = {"qty": new_qty, "entry_price": entry, "fees": pos.fees + fee}
-                if pos.stop_reason == Reason.STOP_LOSS and not pos.breakeven_done:
+                if pos.stop_reason == _STOP_LOSS and not pos.breakeven_done:
                     fresh = self._open(symbol, side, new_qty, entry, 0.0, pos.entry_bar, atr, stop)
                     if not math.isnan(fresh.stop):
                         update.update(stop=fresh.stop, initial_risk=fresh.initial_risk,
                                       target=fresh.target)
                 positions[symbol] = _evolve_pos(pos, **update)
-        new = _evolve(state, positions=positions, trades_today=trades_today, day=day,
-                      day_start_equity=start_equity, cooldown_until_bar=cooldown)
+        new = RiskState(state.peak_equity, state.last_equity, day, start_equity, trades_today,
+                        state.halted_until_day, state.drawdown_halted, state.kill_switch,
+                        state.kill_reason, cooldown, positions)
         return new, realized
 
     def _open(self, symbol: str, side: int, qty: float, price: float, fee: float, bar: int,
               atr: float, stop: float) -> PositionRisk:
-        ex = self.config.exits
+        ex = self._exits
         if math.isnan(stop):
             stop = exits.initial_stop(ex, side, price, atr)
         else:
             exits.check_stop_side(side, price, stop)
         risk = abs(price - stop)
         target = exits.take_profit(ex, side, price, risk)
-        return PositionRisk(symbol, side, qty, price, bar, risk, stop, Reason.STOP_LOSS, target,
+        return PositionRisk(symbol, side, qty, price, bar, risk, stop, _STOP_LOSS, target,
                             price, False, fee, 0.0)
 
     def on_bar_close(
@@ -345,7 +328,7 @@ class RiskEngine:
             elif self._close_on_halt and halted_until >= day:
                 forced = Reason.HALT_DAILY_LOSS
             positions = dict(positions)
-            ex = self.config.exits
+            ex = self._exits
             trail = exits.trail
             for sym, pos in state.positions.items():
                 marks = bars.get(sym)
@@ -371,6 +354,19 @@ class RiskEngine:
         new = RiskState(peak, equity, day, start_equity, trades_today, halted_until, dd_halted,
                         state.kill_switch, state.kill_reason, state.cooldown_until_bar, positions)
         return new, (tuple(decisions) if decisions else _NO_DECISIONS)
+
+
+class _PlainView:
+    """The fields of a pydantic model as plain instance attributes (read-only by convention)."""
+
+    def __init__(self, model: BaseModel) -> None:
+        self.__dict__.update({name: getattr(model, name) for name in type(model).model_fields})
+
+
+def _plain_view(model: M) -> M:
+    """A fast-to-read snapshot of a frozen config model, for the pure rule functions (they
+    read fields only, no properties or methods)."""
+    return cast(M, _PlainView(model))
 
 
 def _evolve(state: RiskState, **changes: object) -> RiskState:

@@ -14,6 +14,9 @@ from candlecast.risk.config import ExitConfig
 from candlecast.risk.reasons import Reason
 
 NAN = math.nan
+# enum members bound once: reading ``Reason.X`` costs ~10x a module global in CPython 3.11
+_BREAKEVEN, _TRAILING, _CHANDELIER = (Reason.BREAKEVEN_STOP, Reason.TRAILING_STOP,
+                                      Reason.CHANDELIER_STOP)
 
 
 def initial_stop(cfg: ExitConfig, side: int, entry: float, atr: float) -> float:
@@ -84,15 +87,15 @@ def trail(
     ):
         breakeven_done = True
         if math.isnan(stop) or side * (entry - stop) > 0:
-            stop, stop_reason = entry, Reason.BREAKEVEN_STOP
+            stop, stop_reason = entry, _BREAKEVEN
     if cfg.trailing_pct is not None:
         cand = extreme * (1.0 - side * cfg.trailing_pct)
         if math.isnan(stop) or side * (cand - stop) > 0:
-            stop, stop_reason = cand, Reason.TRAILING_STOP
+            stop, stop_reason = cand, _TRAILING
     if cfg.chandelier_atr_multiple is not None and atr > 0:
         cand = extreme - side * cfg.chandelier_atr_multiple * atr
         if math.isnan(stop) or side * (cand - stop) > 0:
-            stop, stop_reason = cand, Reason.CHANDELIER_STOP
+            stop, stop_reason = cand, _CHANDELIER
     return stop, stop_reason, extreme, breakeven_done
 
 

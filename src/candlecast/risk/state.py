@@ -104,3 +104,26 @@ class Decision:
             "notes": [str(n) for n in self.notes],
             "detail": self.detail,
         }
+
+
+def _decision_init(self: Decision, action: Action, reason: Reason, symbol: str, side: int = 0,
+                   qty: float = 0.0, stop: float = math.nan, target: float = math.nan,
+                   notes: tuple[Reason, ...] = (), detail: str = "") -> None:
+    # The generated __init__ of a frozen dataclass writes each field with object.__setattr__,
+    # which re-checks the class on every call (about 2x the cost here, and the backtester
+    # builds one Decision per trade). Writing the slots through their descriptors is what
+    # object.__setattr__ ends up doing; the instance stays frozen, equal and hashable as before.
+    a, r, sy, si, q, st, ta, no, de = _DECISION_SLOTS
+    a(self, action)
+    r(self, reason)
+    sy(self, symbol)
+    si(self, side)
+    q(self, qty)
+    st(self, stop)
+    ta(self, target)
+    no(self, notes)
+    de(self, detail)
+
+
+_DECISION_SLOTS = tuple(getattr(Decision, name).__set__ for name in Decision.__slots__)
+Decision.__init__ = _decision_init  # type: ignore[method-assign]
