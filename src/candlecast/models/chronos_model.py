@@ -39,6 +39,7 @@ from candlecast.models.base import (
 from candlecast.models.chronos_config import CheckpointSource, ChronosConfig, check_checkpoint
 from candlecast.models.sequence_windows import (
     gather_windows,
+    last_window,
     latest_rows,
     series_grids,
     window_index,
@@ -244,6 +245,86 @@ class ChronosDirectionModel:
         windows = gather_windows(returns, index[rows], np.nan)
         return _rolling_sum(windows, cfg.horizon).astype(np.float32), rows
 
+    def latest_context(self, returns: np.ndarray, ns: np.ndarray | None) -> np.ndarray:
+        """``(1, context_length)`` float32 context of the LATEST row of ONE series given as
+        arrays (``returns`` per row, ``ns`` int64 timestamps or None for consecutive rows):
+        the row :meth:`contexts` builds for it from a frame of the same rows."""
+        cfg = self.config
+        length = self.context_length + cfg.horizon - 1
+        use_time = cfg.timestamp_column is not None and ns is not None
+        index = last_window(ns if use_time else None, len(returns), length,
+                            column=cfg.timestamp_column or "timestamp")
+        windows = gather_windows(np.asarray(returns, dtype=np.float64), index[None, :], np.nan)
+        return _rolling_sum(windows, cfg.horizon).astype(np.float32)
+
+    def quantiles_of(self, contexts: np.ndarray) -> tuple[list[float], np.ndarray]:
+        """Native quantile levels and the ``horizon``-step quantile forecast ``(n, levels)``
+        (float64) of each context (every one assumed usable: see ``min_past``).
+
+        One context on a Chronos-2 pipeline goes straight to the network with the tensors
+        ``Chronos2Pipeline.predict_quantiles`` would build for it (its dataset and loader cost
+        more than the forward pass on a single short context); the result is the same
+        (tested bit for bit). Anything else goes through ``predict_quantiles``.
+        """
+        from chronos.chronos2 import Chronos2Pipeline
+
+        pipeline = self._require_fitted()
+        cfg = self.config
+        levels = [float(q) for q in (getattr(pipeline, "quantiles", None) or cfg.quantile_levels)]
+        if len(contexts) == 0:
+            return levels, np.empty((0, len(levels)))
+        if not isinstance(pipeline, Chronos2Pipeline):
+            return self._quantiles_by_pipeline(pipeline, levels, contexts)
+        patch = int(pipeline.model_output_patch_size)
+        patches = -(-cfg.horizon // patch)
+        direct = (
+            len(contexts) == 1
+            and contexts.shape[1] <= int(pipeline.model_context_length)
+            and patches <= int(pipeline.max_output_patches)
+            and list(pipeline.quantiles) == levels
+        )
+        if not direct:
+            return self._quantiles_by_pipeline(pipeline, levels, contexts)
+        with torch.inference_mode():
+            context = torch.from_numpy(np.ascontiguousarray(contexts, dtype=np.float32))
+            out = pipeline.model(
+                context=context,
+                group_ids=torch.zeros(1, dtype=torch.int64),
+                num_output_patches=patches,
+                future_covariates=torch.full((1, patches * patch), torch.nan),
+            ).quantile_preds.to(context)
+            # (1, quantiles, horizon) -> the forecast of the horizon's last step
+            values = out[:, :, cfg.horizon - 1].numpy()
+        return levels, values.astype(np.float64)
+
+    def _quantiles_by_pipeline(
+        self, pipeline: Any, levels: list[float], contexts: np.ndarray
+    ) -> tuple[list[float], np.ndarray]:
+        from chronos.chronos2 import Chronos2Pipeline
+
+        cfg = self.config
+        step = cfg.horizon - 1
+        with torch.inference_mode():
+            if isinstance(pipeline, Chronos2Pipeline):
+                quantiles, _ = pipeline.predict_quantiles(
+                    contexts[:, None, :],
+                    prediction_length=cfg.horizon,
+                    quantile_levels=levels,
+                    batch_size=cfg.predict_batch_size,
+                    context_length=contexts.shape[1],
+                )
+                values = torch.stack(quantiles)[:, 0, step, :].numpy()
+            else:  # Chronos-Bolt / original Chronos: batched tensors of shape (batch, context)
+                parts = []
+                for start in range(0, len(contexts), cfg.predict_batch_size):
+                    batch = torch.from_numpy(contexts[start : start + cfg.predict_batch_size])
+                    q, _ = pipeline.predict_quantiles(
+                        batch, prediction_length=cfg.horizon, quantile_levels=levels
+                    )
+                    parts.append(q[:, step, :].numpy())
+                values = np.concatenate(parts)
+        return levels, values.astype(np.float64)
+
     def _target_series(self, X: pd.DataFrame) -> list[np.ndarray]:
         """Per series, the (horizon-summed) returns on its time grid; NaN in gaps."""
         cfg = self.config
@@ -366,8 +447,6 @@ class ChronosDirectionModel:
         first rows of a series in ``X``) a forecast would be read off a near-constant context,
         so the row gets none.
         """
-        from chronos.chronos2 import Chronos2Pipeline
-
         pipeline = self._require_fitted()
         cfg = self.config
         levels = [float(q) for q in (getattr(pipeline, "quantiles", None) or cfg.quantile_levels)]
@@ -376,27 +455,8 @@ class ChronosDirectionModel:
         contexts = contexts[usable]
         if len(contexts) == 0:
             return levels, np.empty((0, len(levels))), usable, rows
-        step = cfg.horizon - 1
-        with torch.inference_mode():
-            if isinstance(pipeline, Chronos2Pipeline):
-                quantiles, _ = pipeline.predict_quantiles(
-                    contexts[:, None, :],
-                    prediction_length=cfg.horizon,
-                    quantile_levels=levels,
-                    batch_size=cfg.predict_batch_size,
-                    context_length=contexts.shape[1],
-                )
-                values = torch.stack(quantiles)[:, 0, step, :].numpy()
-            else:  # Chronos-Bolt / original Chronos: batched tensors of shape (batch, context)
-                parts = []
-                for start in range(0, len(contexts), cfg.predict_batch_size):
-                    batch = torch.from_numpy(contexts[start : start + cfg.predict_batch_size])
-                    q, _ = pipeline.predict_quantiles(
-                        batch, prediction_length=cfg.horizon, quantile_levels=levels
-                    )
-                    parts.append(q[:, step, :].numpy())
-                values = np.concatenate(parts)
-        return levels, values.astype(np.float64), usable, rows
+        _, values = self._quantiles_by_pipeline(pipeline, levels, contexts)
+        return levels, values, usable, rows
 
     def forecast_quantiles(self, X: pd.DataFrame) -> tuple[list[float], np.ndarray]:
         """The model's native quantile levels and its forecast ``(len(X), n_levels)`` of the

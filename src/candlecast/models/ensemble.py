@@ -273,12 +273,22 @@ class _MetaLearner:
         missing = [m for m in self.models if m not in probs.columns]
         if missing:
             raise ValueError(f"probabilities lack base models {missing} the ensemble was fitted on")
-        parts = [_logit(probs[self.models].to_numpy(dtype=float), self.clip)]
+        if self.extras and (extra is None or [c for c in self.extras if c not in extra.columns]):
+            raise ValueError(f"the ensemble was fitted with extra inputs {self.extras}")
+        return self._design_values(
+            probs[self.models].to_numpy(dtype=float),
+            extra[self.extras].to_numpy(dtype=float) if self.extras else None,  # type: ignore[index]
+        )
+
+    def _design_values(self, probs: np.ndarray, extra: np.ndarray | None) -> np.ndarray:
+        """The design matrix from arrays: ``probs`` columns in ``models`` order, ``extra``
+        columns in ``extras`` order."""
+        parts = [_logit(probs, self.clip)]
         if self.extras:
-            if extra is None or [c for c in self.extras if c not in extra.columns]:
+            if extra is None:
                 raise ValueError(f"the ensemble was fitted with extra inputs {self.extras}")
             assert self.center is not None and self.scale is not None
-            parts.append((extra[self.extras].to_numpy(dtype=float) - self.center) / self.scale)
+            parts.append((extra - self.center) / self.scale)
         return np.hstack(parts)
 
     def fit(self, probs: pd.DataFrame, extra: pd.DataFrame | None, y: np.ndarray) -> Self:
@@ -296,8 +306,11 @@ class _MetaLearner:
         return self
 
     def predict(self, probs: pd.DataFrame, extra: pd.DataFrame | None) -> np.ndarray:
+        return self._predict_design(self._design(probs, extra))
+
+    def _predict_design(self, design: np.ndarray) -> np.ndarray:
         assert self.lr is not None
-        return _sigmoid(self._design(probs, extra) @ self.lr.coef_[0] + self.lr.intercept_[0])
+        return _sigmoid(design @ self.lr.coef_[0] + self.lr.intercept_[0])
 
     def coefficients(self) -> pd.Series:
         assert self.lr is not None
@@ -393,6 +406,56 @@ class StackedEnsemble:
             },
             index=probs.index,
         )
+
+    @property
+    def extras(self) -> list[str]:
+        """The extra inputs the meta-learner was fitted with, in its order."""
+        if self.meta_ is None:
+            raise NotFittedError("ensemble must be fitted first")
+        return list(self.meta_.extras)
+
+    def predict_values(
+        self, probs: np.ndarray, extra: np.ndarray | None = None, *, calibrated: bool = True
+    ) -> dict[str, np.ndarray]:
+        """:meth:`predict` on arrays (the serving path): ``probs`` ``(n, len(models))`` in
+        :attr:`models` order, ``extra`` ``(n, len(extras))`` in :attr:`extras` order (or None
+        without extras). Same checks and the same arithmetic, so the same numbers; returns the
+        :data:`ENSEMBLE_OUTPUTS` columns as arrays."""
+        if self.meta_ is None or self.calibrator_ is None:
+            raise NotFittedError("ensemble must be fitted before predicting")
+        probs = np.asarray(probs, dtype=float)
+        if probs.ndim != 2 or probs.shape[1] != len(self.meta_.models):
+            raise ValueError(f"base-model probabilities must have shape (n, "
+                             f"{len(self.meta_.models)}) for {self.meta_.models}")
+        missing = np.isnan(probs).sum(axis=0)
+        if missing.any():
+            bad = {m: int(k) for m, k in zip(self.meta_.models, missing, strict=True) if k}
+            raise ValueError(
+                f"base-model probabilities has missing probabilities {bad} (a failed model or "
+                "fold?); drop that model or those rows explicitly before stacking"
+            )
+        if ((probs < 0) | (probs > 1)).any():
+            raise ValueError("base-model probabilities must hold probabilities in [0, 1]")
+        if extra is not None:
+            extra = np.asarray(extra, dtype=float)
+            if extra.shape != (len(probs), len(self.meta_.extras)):
+                raise ValueError(f"extra inputs must have shape ({len(probs)}, "
+                                 f"{len(self.meta_.extras)}) for {self.meta_.extras}")
+            if np.isnan(extra).any():
+                bad = [c for c, m in zip(self.meta_.extras, np.isnan(extra).any(axis=0),
+                                         strict=True) if m]
+                raise ValueError(
+                    f"extra inputs {bad} have missing values; fill or drop those rows first"
+                )
+        p = self.meta_._predict_design(self.meta_._design_values(probs, extra))
+        if calibrated:
+            p = self.calibrator_.transform(p)
+        return {
+            "prob_up": p,
+            "confidence": confidence(p),
+            "disagreement": probs.std(axis=1, ddof=0),
+            "prob_mean": probs.mean(axis=1),
+        }
 
     def coefficients(self) -> pd.Series:
         """Meta-learner weights per input (``logit_<model>``, extras) and the intercept."""

@@ -15,6 +15,7 @@ ensemble as extra inputs and group the per-regime metrics.
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Literal, Self
 
@@ -139,6 +140,29 @@ class GarchVolatility:
         forecast[missing] = np.nan
         return sigma, forecast
 
+    def last_forecast(self, returns: pd.Series | np.ndarray) -> float:
+        """The one-step vol forecast at the last bar with a return (NaN if none): what
+        ``filter(returns)[1]`` carried forward to the last bar gives, the same recursion in
+        plain floats (same operations in the same order, so the same number) without the
+        per-bar arrays (the serving path needs only this value)."""
+        p = self._params()
+        assert self.backcast_ is not None
+        scale = self.config.scale
+        scaled = (np.asarray(returns, dtype=float) * scale).tolist()
+        omega, alpha, beta, mu = p["omega"], p["alpha"], p["beta"], p["mu"]
+        prev_eps2 = prev_sigma2 = self.backcast_
+        last2 = math.nan
+        for value in scaled:
+            s2 = omega + alpha * prev_eps2 + beta * prev_sigma2
+            eps = value - mu
+            if eps != eps:  # a missing return: the variance carries its expectation
+                eps2 = s2
+            else:
+                eps2 = eps * eps
+                last2 = omega + alpha * eps2 + beta * s2
+            prev_eps2, prev_sigma2 = eps2, s2
+        return math.sqrt(last2) / scale if last2 == last2 else math.nan
+
     def forecast(self, returns: pd.Series) -> pd.Series:
         """One-step-ahead vol forecast per row of ``returns`` (index kept), named ``garch_vol``."""
         _, ahead = self.filter(returns)
@@ -245,6 +269,27 @@ class GaussianRegimes:
             out[complete] = self.mixture_.predict_proba(scaled[complete])[:, self.order_]
         columns = [f"regime_{k}" for k in range(self.config.n_regimes)]
         return pd.DataFrame(out, index=features.index, columns=columns)
+
+    def predict_proba_values(self, values: np.ndarray) -> np.ndarray:
+        """:meth:`predict_proba` on a float array ``(n, len(columns_))`` (columns in
+        ``columns_`` order), as an array: the same scaling and mixture posterior (sklearn's
+        ``predict_proba`` minus its per-call input validation), for the serving path."""
+        if self.mixture_ is None or self.columns_ is None:
+            raise NotFittedError("regime model must be fitted before predicting")
+        assert self.order_ is not None
+        values = np.asarray(values, dtype=float)
+        complete = ~np.isnan(values).any(axis=1)
+        scaled = (values - self.center_) / self.scale_
+        out = np.full((len(values), self.config.n_regimes), np.nan)
+        if complete.any():
+            rows = np.ascontiguousarray(scaled[complete])
+            estimate = getattr(self.mixture_, "_estimate_log_prob_resp", None)
+            if estimate is None:  # pragma: no cover - another sklearn generation
+                out[complete] = self.mixture_.predict_proba(rows)[:, self.order_]
+            else:
+                _, log_resp = estimate(rows)
+                out[complete] = np.exp(log_resp)[:, self.order_]
+        return out
 
     def predict(self, features: pd.DataFrame) -> pd.Series:
         """The most likely regime per row (nullable integer; missing for incomplete rows)."""

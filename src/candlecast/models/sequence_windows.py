@@ -139,3 +139,28 @@ def gather_windows(values: np.ndarray, index: np.ndarray, fill: float) -> np.nda
     pad_shape = (1, *values.shape[1:])
     padded = np.concatenate([values, np.full(pad_shape, fill, dtype=values.dtype)])
     return padded[np.where(index == MISSING, len(values), index)]
+
+
+def last_window(ns: np.ndarray | None, n_rows: int, length: int, key: object = None,
+                column: str = "timestamp") -> np.ndarray:
+    """``(length,)`` row positions of the window ending at the LATEST row of ONE series.
+
+    The live-inference twin of ``window_index(series_grids(X, ...), ...)[latest row]`` for a
+    single series given as arrays: ``ns`` its int64 nanosecond timestamps (any order; ``None``
+    means consecutive rows in order, as without a timestamp column). The grid (step = smallest
+    spacing of these rows) and its checks are those of :func:`series_grids`, so the window is
+    the same one the frame path builds from the same rows.
+    """
+    if length < 1:
+        raise ValueError(f"window length must be >= 1, got {length}")
+    rows = np.arange(n_rows, dtype=np.int64)
+    if ns is None:
+        grid = SeriesGrid(key, rows, rows.copy())
+    else:
+        grid = _time_grid(key, rows, np.asarray(ns, dtype=np.int64), column)
+    end = int(grid.slots[-1])
+    slots = np.arange(end - length + 1, end + 1)
+    out = np.full(length, MISSING, dtype=np.int64)
+    known = slots >= 0
+    out[known] = grid.lookup()[slots[known]]
+    return out

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Self
@@ -38,6 +38,7 @@ from candlecast.models.sequence_windows import (
     MISSING,
     SeriesGrid,
     gather_windows,
+    last_window,
     latest_rows,
     series_grids,
     window_index,
@@ -404,6 +405,42 @@ class TransformerDirectionModel:
         self._require_fitted()
         windows, rows = self._windows(X, None, latest_only=True)
         return pd.DataFrame({"p_up": self._predict(windows)}, index=X.index[rows])
+
+    def predict_last(
+        self, values: np.ndarray, columns: Sequence[str], ns: np.ndarray | None
+    ) -> float:
+        """P(up) of the LATEST row of ONE series given as arrays: ``values`` ``(n, len(columns))``
+        feature rows (any column order; the model picks its own), ``ns`` int64 timestamps (None:
+        consecutive rows). Same window, scaling and network as :meth:`predict_proba_up` on a
+        frame of those rows, one window in one forward pass (float32: a batch of one may differ
+        from a larger batch in the last bits)."""
+        net = self._require_fitted()
+        assert self.feature_columns_ is not None and self.mean_ is not None
+        cfg = self.config
+        picks = self._column_picks(tuple(columns))
+        use_time = cfg.timestamp_column is not None and ns is not None
+        index = last_window(ns if use_time else None, len(values), cfg.window,
+                            column=cfg.timestamp_column or "timestamp")
+        raw = np.asarray(values, dtype=np.float64)[:, picks]
+        raw = np.where(np.isfinite(raw), raw, np.nan)
+        scaled = (raw - self.mean_) / self.scale_
+        matrix = np.clip(np.nan_to_num(scaled, nan=0.0), -cfg.clip, cfg.clip).astype(np.float32)
+        x = torch.from_numpy(gather_windows(matrix, index[None, :], 0.0))
+        missing = torch.from_numpy(index[None, :] == MISSING)
+        with torch.inference_mode():
+            return float(torch.sigmoid(net(x, missing)).numpy().astype(np.float64)[0])
+
+    def _column_picks(self, columns: tuple[str, ...]) -> np.ndarray:
+        """Positions of the model's feature columns in ``columns`` (cached per layout)."""
+        cache: dict[tuple[str, ...], np.ndarray] = self.__dict__.setdefault("_picks", {})
+        picks = cache.get(columns)
+        if picks is None:
+            assert self.feature_columns_ is not None
+            missing = [c for c in self.feature_columns_ if c not in columns]
+            if missing:
+                raise ValueError(f"model {self.name!r} lacks required columns {missing[:8]}")
+            picks = cache[columns] = np.array([columns.index(c) for c in self.feature_columns_])
+        return picks
 
     def _require_fitted(self) -> TemporalAttentionNet:
         if self.net_ is None:

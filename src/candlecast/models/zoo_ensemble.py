@@ -1,0 +1,463 @@
+"""The deployable ensemble: feature rows in, calibrated P(up) out, with every part inside.
+
+A :class:`ZooEnsemble` bundles what the walk-forward pipeline produced for serving:
+
+* the base direction models of the latest fold (``models/zoo/<name>/final``);
+* per series, the latest fold's GARCH(1,1) and regime mixture (``models/zoo/regime``);
+* the stacked, calibrated meta-learner fitted on all out-of-fold predictions.
+
+``predict(frame)`` takes recent feature rows (``series_id``, ``event_timestamp`` and the
+feature columns; several series allowed, any order) and answers for the LAST row of each
+series (``rows="last"``, the serving case) or for every row (``rows="all"``). Sequence models
+read the rows before a target row, so a caller passes ``window_rows`` rows per series. GARCH
+volatility is filtered over the rows given, starting from the training backcast: with
+``window_rows`` rows the start value's weight has decayed by ``beta ** window_rows``.
+
+``rows="last"`` runs the array path (:meth:`ZooEnsemble.predict_last`, also what the service
+calls): per series, numpy arrays end to end, each base model on just the context it reads
+(Chronos one context, the transformer one window, LightGBM and the baselines one row, GARCH
+and the regimes the last row). It gives the same numbers as the frame path
+(``_predict_frame``, still used for ``rows="all"``), tested on real data; the only
+difference is float32 rounding of the transformer's batch of one (relative ~1e-7).
+
+Extra inputs are filled as in training: missing GARCH vol carries the last value of the series
+(else the training median), missing regime probabilities become uniform, a missing Chronos
+spread becomes its training median.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pandas as pd
+
+from candlecast.models.base import DirectionModel
+
+_MANIFEST = "zoo_ensemble.json"
+
+
+def regime_inputs(frame: pd.DataFrame, vol_window: int, trend_window: int) -> pd.DataFrame:
+    """Regime features from feature rows: ``log_vol = log(rv_w)``, ``trend = logret_t /
+    (rv_w * sqrt(t))`` (``models.regime.regime_features`` with the realized-vol feature)."""
+    rv = frame[f"rv_{vol_window}"].astype(float)
+    positive = rv.where(rv > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_vol = np.log(positive)
+        trend = frame[f"logret_{trend_window}"].astype(float) / (positive * np.sqrt(trend_window))
+    return pd.DataFrame({"log_vol": log_vol, "trend": trend}, index=frame.index)
+
+
+def chronos_rows(model: Any, X: pd.DataFrame, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """P(up) and forecast spread of a Chronos-2 direction model for ``rows`` of ``X`` only.
+
+    ``predict_forecast`` forecasts every row of its input; serving needs one row per series,
+    so this builds the same contexts (``contexts``, public) and reads the same quantiles
+    (``prob_up_from_quantiles``, ``interpolate_quantiles``) for the wanted rows. The pipeline
+    test checks it equals ``predict_forecast`` on those rows. Other Chronos generations fall
+    back to ``predict_forecast``.
+    """
+    import torch
+    from chronos.chronos2 import Chronos2Pipeline
+
+    from candlecast.models.chronos_model import interpolate_quantiles, prob_up_from_quantiles
+
+    pipeline = model.pipeline
+    if not isinstance(pipeline, Chronos2Pipeline):
+        forecast = model.predict_forecast(X)
+        return forecast["p_up"].to_numpy(float)[rows], forecast["spread"].to_numpy(float)[rows]
+    cfg = model.config
+    contexts = model.contexts(X)[rows]
+    usable = (~np.isnan(contexts)).sum(axis=1) >= cfg.min_past
+    p_up = np.full(len(rows), 0.5)
+    spread = np.full(len(rows), np.nan)
+    if usable.any():
+        levels = [float(q) for q in (getattr(pipeline, "quantiles", None) or cfg.quantile_levels)]
+        with torch.inference_mode():
+            quantiles, _ = pipeline.predict_quantiles(
+                contexts[usable][:, None, :],
+                prediction_length=cfg.horizon,
+                quantile_levels=levels,
+                batch_size=cfg.predict_batch_size,
+                context_length=contexts.shape[1],
+            )
+        values = torch.stack(quantiles)[:, 0, cfg.horizon - 1, :].numpy().astype(np.float64)
+        p_up[usable] = prob_up_from_quantiles(levels, values)
+        lo_hi = interpolate_quantiles(levels, values, cfg.spread_levels)
+        spread[usable] = lo_hi[:, 1] - lo_hi[:, 0]
+    return p_up, spread
+
+
+def base_prediction(model: Any, X: pd.DataFrame) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """P(up) and extra outputs (Chronos: ``spread``) of one model on ``X`` (row-aligned)."""
+    if callable(getattr(model, "predict_forecast", None)):
+        forecast = model.predict_forecast(X)
+        extras = {}
+        if "spread" in forecast:
+            extras["spread"] = forecast["spread"].to_numpy(dtype=float)
+        return forecast["p_up"].to_numpy(dtype=float), extras
+    return np.asarray(model.predict_proba_up(X), dtype=float), {}
+
+
+def _ffill(values: np.ndarray) -> np.ndarray:
+    """Carry the last non-NaN value forward (leading NaN stay NaN)."""
+    index = np.where(np.isnan(values), 0, np.arange(len(values)))
+    np.maximum.accumulate(index, out=index)
+    return values[index]
+
+
+class ZooEnsemble:
+    """Base models + per-series GARCH/regimes + the stacked meta-learner (see module doc)."""
+
+    def __init__(
+        self,
+        base: dict[str, DirectionModel],
+        stacker: Any,
+        regimes: dict[str, dict[str, Any]],
+        manifest: dict[str, Any],
+    ) -> None:
+        missing = [m for m in stacker.models if m not in base]
+        if missing:
+            raise ValueError(f"the stacker needs base models {missing} that are not bundled")
+        self.base, self.stacker, self.regimes, self.manifest = base, stacker, regimes, manifest
+
+    @property
+    def series_column(self) -> str:
+        return str(self.manifest["series_column"])
+
+    @property
+    def time_column(self) -> str:
+        return str(self.manifest["time_column"])
+
+    @property
+    def feature_columns(self) -> list[str]:
+        return list(self.manifest["feature_columns"])
+
+    @property
+    def window_rows(self) -> int:
+        return int(self.manifest["window_rows"])
+
+    @property
+    def input_columns(self) -> list[str]:
+        return [self.series_column, self.time_column, *self.feature_columns]
+
+    # ---------------------------------------------------------------- predict
+
+    def predict(self, frame: pd.DataFrame, rows: str = "last") -> pd.DataFrame:
+        """Answers for the last row of each series (``rows="last"``, the array path) or for
+        every row (``"all"``); see the module docstring for the columns."""
+        if rows not in ("last", "all"):
+            raise ValueError(f"rows must be 'last' or 'all', got {rows!r}")
+        if rows == "all":
+            return self._predict_frame(frame, rows)
+        data, codes, uniques = self._checked_input(frame)
+        s, t = self.series_column, self.time_column
+        ns = pd.DatetimeIndex(data[t]).as_unit("ns").asi8
+        values = data[self.feature_columns].to_numpy(dtype=np.float64)
+        answers, last_rows = [], []
+        for code in range(len(uniques)):
+            mine = np.flatnonzero(codes == code)
+            mine = mine[np.argsort(ns[mine], kind="stable")]
+            answers.append(self.predict_last(str(uniques[code]), ns[mine], values[mine]))
+            last_rows.append(mine[-1])
+        at = np.asarray(last_rows)
+        columns: dict[str, Any] = {
+            s: data[s].to_numpy()[at],
+            t: data[t].iloc[at].to_numpy(),
+            **{k: np.array([a[k] for a in answers]) for k in answers[0]},
+        }
+        return self._result_frame(columns)
+
+    def _checked_input(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, Any]:
+        missing = [c for c in self.input_columns if c not in frame.columns]
+        if missing:
+            raise ValueError(f"ensemble input lacks columns {missing[:8]}")
+        if len(frame) == 0:
+            raise ValueError("ensemble input has no rows")
+        s, t = self.series_column, self.time_column
+        data = frame[self.input_columns].copy()
+        data[t] = pd.to_datetime(data[t], utc=True)
+        codes, uniques = pd.factorize(data[s], sort=True)
+        unknown = sorted(set(uniques) - set(self.regimes))
+        if unknown:
+            raise ValueError(f"series {unknown} are unknown to this ensemble; "
+                             f"it was trained on {sorted(self.regimes)}")
+        return data, codes, uniques
+
+    def _result_frame(self, columns: dict[str, Any]) -> pd.DataFrame:
+        t = self.time_column
+        result = pd.DataFrame(columns)
+        result[t] = pd.DatetimeIndex(result[t]).tz_localize("UTC") if result[t].dt.tz is None \
+            else result[t]
+        return result
+
+    def _predict_frame(self, frame: pd.DataFrame, rows: str = "last") -> pd.DataFrame:
+        """The frame path: one DataFrame per base model (``rows="all"``; for ``"last"`` kept
+        as the reference the array path is tested against)."""
+        data, codes, uniques = self._checked_input(frame)
+        s, t = self.series_column, self.time_column
+        order = np.lexsort((pd.DatetimeIndex(data[t]).asi8, codes))
+        if (np.diff(order) != 1).any():  # sort by series, then time (skipped if already so)
+            data, codes = data.iloc[order].reset_index(drop=True), codes[order]
+        # position counted from each series' last row (0 = the latest candle)
+        ends = np.searchsorted(codes, codes, side="right")
+        position = ends - 1 - np.arange(len(codes))
+        starts = np.flatnonzero(np.r_[True, np.diff(codes) != 0])
+        runs = [(str(uniques[codes[a]]), slice(int(a), int(ends[a]))) for a in starts]
+        targets = np.flatnonzero(position == 0) if rows == "last" else np.arange(len(data))
+        probs, spread = self._base_probabilities(data, targets, position, rows == "last")
+        extra = self._extras(data, targets, spread, runs)
+        out = self.stacker.predict(probs, extra)
+        columns: dict[str, Any] = {
+            s: data[s].to_numpy()[targets],
+            t: data[t].iloc[targets].to_numpy(),
+            **{c: out[c].to_numpy() for c in out.columns},
+            **{f"prob_{m}": probs[m].to_numpy() for m in probs.columns},
+        }
+        if extra is not None:
+            columns.update({c: extra[c].to_numpy() for c in extra.columns})
+        return self._result_frame(columns)
+
+    # ---------------------------------------------------------------- the array path
+
+    def predict_last(self, series: str, ns: np.ndarray, values: np.ndarray) -> dict[str, float]:
+        """The answer for the LAST row of ONE series from arrays (the serving path).
+
+        ``ns``: the rows' event times as int64 nanoseconds (UTC), ascending; ``values``:
+        ``(len(ns), len(feature_columns))`` floats in :attr:`feature_columns` order, the same
+        rows a frame would hold (``window_rows`` of them for the sequence models' context and
+        the GARCH filter). Returns ``prob_up``, ``confidence``, ``disagreement``,
+        ``prob_mean``, ``prob_<model>`` and the extras: the columns of :meth:`predict`.
+        """
+        if series not in self.regimes:
+            raise ValueError(f"series {[series]} are unknown to this ensemble; "
+                             f"it was trained on {sorted(self.regimes)}")
+        ns = np.asarray(ns, dtype=np.int64)
+        values = np.asarray(values, dtype=np.float64)
+        n = len(ns)
+        if n == 0:
+            raise ValueError("ensemble input has no rows")
+        if values.shape != (n, len(self.manifest["feature_columns"])):
+            raise ValueError(f"feature values must have shape ({n}, "
+                             f"{len(self.manifest['feature_columns'])}), got {values.shape}")
+        if n > 1 and (np.diff(ns) < 0).any():
+            raise ValueError("rows must be in time order (ascending event times)")
+        probs, spread = [], np.nan
+        for name in self.stacker.models:
+            context = int(self.manifest["context_bars"].get(name, 0))
+            start = max(0, n - 1 - context)  # the rows a last-row window can reach
+            p, model_spread = self._last_probability(self.base[name], ns[start:],
+                                                     values[start:])
+            probs.append(p)
+            if name == "chronos" and model_spread is not None:
+                spread = model_spread
+        extras = self._last_extras(series, values, spread)
+        order = self.stacker.extras if extras else []
+        missing = [c for c in order if c not in extras]
+        if missing:
+            raise ValueError(f"the ensemble was fitted with extra inputs {order}")
+        out = self.stacker.predict_values(
+            np.array([probs]), np.array([[extras[c] for c in order]]) if order else None
+        )
+        answer = {k: float(v[0]) for k, v in out.items()}
+        answer.update({f"prob_{m}": p for m, p in zip(self.stacker.models, probs, strict=True)})
+        answer.update(extras)
+        return answer
+
+    def _column_index(self) -> dict[str, int]:
+        index = self.__dict__.get("_columns")
+        if index is None:
+            index = self.__dict__["_columns"] = {c: i for i, c in enumerate(self.feature_columns)}
+        return index
+
+    def _last_probability(
+        self, model: Any, ns: np.ndarray, values: np.ndarray
+    ) -> tuple[float, float | None]:
+        """P(up) of ``model`` for the last of these rows (and Chronos' spread)."""
+        from candlecast.models.baselines import (
+            SIGN_STATES,
+            BaseRateModel,
+            MomentumModel,
+            PersistenceModel,
+        )
+        from candlecast.models.chronos_model import (
+            ChronosDirectionModel,
+            interpolate_quantiles,
+            prob_up_from_quantiles,
+        )
+        from candlecast.models.lightgbm_model import LightGBMDirectionModel
+        from candlecast.models.transformer import TransformerDirectionModel
+
+        index = self._column_index()
+        kind = type(model)
+        if kind is ChronosDirectionModel:
+            cfg = model.config
+            context = model.latest_context(values[:, index[cfg.return_column]], ns)
+            if (~np.isnan(context)).sum() < cfg.min_past:
+                return 0.5, np.nan
+            levels, quantiles = model.quantiles_of(context)
+            lo_hi = interpolate_quantiles(levels, quantiles, cfg.spread_levels)
+            return (float(prob_up_from_quantiles(levels, quantiles)[0]),
+                    float(lo_hi[0, 1] - lo_hi[0, 0]))
+        if kind is TransformerDirectionModel:
+            return model.predict_last(values, self.feature_columns, ns), None
+        if kind is LightGBMDirectionModel and model.booster_ is not None:
+            picks = [index[c] for c in model.features_]
+            row = values[-1:, picks]
+            return float(model.booster_.predict(row, num_iteration=model.num_iteration_,
+                                                num_threads=1)[0]), None
+        if kind in (PersistenceModel, MomentumModel) and model.p_up_ is not None:
+            fast, slow = getattr(model, "fast", None), getattr(model, "slow", None)
+            if fast is not None and slow is not None:
+                raw = values[-1:, index[fast]] - values[-1:, index[slow]]
+            else:
+                raw = values[-1:, index[model.feature]]
+            state = np.sign(np.nan_to_num(raw, nan=0.0)).astype(int)
+            lookup = np.array([model.p_up_[s] for s in SIGN_STATES])
+            return float(lookup[state + 1][0]), None
+        if kind is BaseRateModel and model.p_up_ is not None:
+            return float(model.p_up_), None
+        # any other model: its own frame API on these rows (the frame path, for this model)
+        frame = pd.DataFrame(values, columns=self.feature_columns)
+        frame.insert(0, self.time_column, pd.to_datetime(ns, utc=True))
+        frame.insert(0, self.series_column, "series")
+        prob, extras = base_prediction(model, frame)
+        spread = extras.get("spread")
+        return float(prob[-1]), (float(spread[-1]) if spread is not None else None)
+
+    def _last_extras(self, series: str, values: np.ndarray, spread: float) -> dict[str, float]:
+        """The extra inputs of the last row, filled as in training (see ``_extras``)."""
+        wanted = list(self.manifest["extras"])
+        if not wanted:
+            return {}
+        index = self._column_index()
+        fill = self.manifest["fill"]
+        n_regimes = int(self.manifest["n_regimes"])
+        vol_w, trend_w = int(self.manifest["vol_window"]), int(self.manifest["trend_window"])
+        fitted = self.regimes[series]
+        out: dict[str, float] = {}
+        probs: np.ndarray | None = None
+        for name in wanted:
+            if name == "garch_vol":
+                vol = fitted["garch"].last_forecast(values[:, index["logret_1"]])
+                out[name] = fill["garch_vol"] if np.isnan(vol) else vol
+            elif name.startswith("regime_"):
+                if probs is None:
+                    rv = values[-1:, index[f"rv_{vol_w}"]]
+                    with np.errstate(divide="ignore", invalid="ignore"):
+                        positive = np.where(rv > 0, rv, np.nan)
+                        inputs = {
+                            "log_vol": np.log(positive),
+                            "trend": values[-1:, index[f"logret_{trend_w}"]]
+                            / (positive * np.sqrt(trend_w)),
+                        }
+                    regimes = fitted["regimes"]
+                    probs = regimes.predict_proba_values(
+                        np.column_stack([inputs[c] for c in regimes.columns_]))[0]
+                value = float(probs[int(name.removeprefix("regime_"))])
+                out[name] = 1.0 / n_regimes if np.isnan(value) else value
+            elif name == "chronos_spread":
+                out[name] = fill["chronos_spread"] if np.isnan(spread) else spread
+            else:
+                raise ValueError(f"unknown ensemble extra input {name!r}")
+        return out
+
+    def _base_probabilities(
+        self, data: pd.DataFrame, targets: np.ndarray, position: np.ndarray, last_only: bool
+    ) -> tuple[pd.DataFrame, np.ndarray | None]:
+        columns, spread = {}, None
+        frames: dict[int, pd.DataFrame] = {}
+        for name in self.stacker.models:
+            model = self.base[name]
+            context = int(self.manifest["context_bars"].get(name, 0))
+            if context == 0:
+                rows = targets
+            else:  # only the rows a target row's window can reach
+                rows = np.flatnonzero(position <= position[targets].max() + context)
+            if context not in frames:
+                frames[context] = data.iloc[rows].reset_index(drop=True)
+            X = frames[context]
+            at = np.searchsorted(rows, targets)
+            if last_only and callable(getattr(model, "contexts", None)):
+                columns[name], chronos_spread = chronos_rows(model, X, at)
+                spread = chronos_spread if name == "chronos" else spread
+                continue
+            prob, extras = base_prediction(model, X)
+            columns[name] = prob[at]
+            if "spread" in extras and name == "chronos":
+                spread = extras["spread"][at]
+        return pd.DataFrame(columns), spread
+
+    def _extras(
+        self,
+        data: pd.DataFrame,
+        targets: np.ndarray,
+        spread: np.ndarray | None,
+        runs: list[tuple[str, slice]],
+    ) -> pd.DataFrame | None:
+        wanted = list(self.manifest["extras"])
+        if not wanted:
+            return None
+        fill = self.manifest["fill"]
+        n_regimes = int(self.manifest["n_regimes"])
+        vol_w, trend_w = int(self.manifest["vol_window"]), int(self.manifest["trend_window"])
+        garch_vol = np.full(len(data), np.nan)
+        regime_probs = np.full((len(data), n_regimes), np.nan)
+        is_target = np.zeros(len(data), dtype=bool)
+        is_target[targets] = True
+        returns = data["logret_1"].to_numpy(dtype=float)
+        rv = data[f"rv_{vol_w}"].to_numpy(dtype=float)
+        trend_ret = data[f"logret_{trend_w}"].to_numpy(dtype=float)
+        for series, rows in runs:
+            fitted = self.regimes[series]
+            _, vol = fitted["garch"].filter(returns[rows])  # the filter runs over the window
+            garch_vol[rows] = _ffill(vol)
+            mine = np.flatnonzero(is_target[rows]) + rows.start
+            with np.errstate(divide="ignore", invalid="ignore"):
+                positive = np.where(rv[mine] > 0, rv[mine], np.nan)
+                inputs = pd.DataFrame({
+                    "log_vol": np.log(positive),
+                    "trend": trend_ret[mine] / (positive * np.sqrt(trend_w)),
+                })
+            regime_probs[mine] = fitted["regimes"].predict_proba(inputs).to_numpy()
+        parts: dict[str, np.ndarray] = {}
+        for name in wanted:
+            if name == "garch_vol":
+                values = garch_vol[targets]
+                parts[name] = np.where(np.isnan(values), fill["garch_vol"], values)
+            elif name.startswith("regime_"):
+                values = regime_probs[targets, int(name.removeprefix("regime_"))]
+                parts[name] = np.where(np.isnan(values), 1.0 / n_regimes, values)
+            elif name == "chronos_spread":
+                values = spread if spread is not None else np.full(len(targets), np.nan)
+                parts[name] = np.where(np.isnan(values), fill["chronos_spread"], values)
+            else:
+                raise ValueError(f"unknown ensemble extra input {name!r}")
+        return pd.DataFrame(parts)
+
+    # ---------------------------------------------------------------- persistence
+
+    def save(self, directory: str | Path) -> Path:
+        from candlecast.models.registry import save_model
+
+        target = Path(directory)
+        target.mkdir(parents=True, exist_ok=True)
+        for name, model in self.base.items():
+            save_model(model, target / "base" / name)
+        joblib.dump(self.stacker, target / "stacker.joblib")
+        joblib.dump(self.regimes, target / "regimes.joblib")
+        (target / _MANIFEST).write_text(json.dumps(self.manifest, indent=2, default=str))
+        return target
+
+    @classmethod
+    def load(cls, directory: str | Path) -> ZooEnsemble:
+        from candlecast.models.registry import load_model
+
+        source = Path(directory)
+        manifest = json.loads((source / _MANIFEST).read_text())
+        stacker = joblib.load(source / "stacker.joblib")
+        base = {name: load_model(source / "base" / name) for name in stacker.models}
+        return cls(base, stacker, joblib.load(source / "regimes.joblib"), manifest)

@@ -1,0 +1,186 @@
+"""`train-model@<name>` stage: one zoo model trained and scored walk-forward, tracked in MLflow.
+
+Writes ``models/zoo/<name>/``: ``oof.parquet`` (out-of-fold predictions of every direction
+model the name produces), ``fold_metrics.csv`` (per model and fold, failed folds included),
+``folds.csv`` (boundaries, timings, fit info), ``failures.csv``, ``summary.json`` and
+``final/<model>/`` (the latest fold's fitted model, for serving and the benchmark). LightGBM
+adds ``optuna.db`` (one study per fold) and ``trials.csv``. In MLflow: a run per direction
+model under the pipeline's parent run, a nested run per fold and, for LightGBM, per trial.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import mlflow
+import pandas as pd
+
+from candlecast.config import Params
+from candlecast.data.store import write_parquet_atomic
+from candlecast.models import registry
+from candlecast.pipeline.paths import Paths
+from candlecast.pipeline.zoo_common import (
+    ZooPaths,
+    finish_run,
+    flatten,
+    fold_metrics,
+    fresh_dir,
+    load_zoo_data,
+    log_model_runs,
+    metrics_config,
+    write_json,
+    zoo_run,
+)
+from candlecast.tracking.runs import KIND_TAG, create_run
+from candlecast.training.splits import Fold
+from candlecast.training.walkforward import FoldOutcome, run_walk_forward
+
+log = logging.getLogger(__name__)
+
+
+def model_section(params: Params, name: str) -> Any:
+    """The params section a registry factory takes (the transformer's validated on demand)."""
+    if name == "transformer":
+        params.deferred("models.transformer")  # one clear error before any training
+    return getattr(params.models, name)
+
+
+def run_train_model(params: Params, paths: Paths, model: str | None = None) -> dict[str, object]:
+    if model is None:
+        raise ValueError(
+            f"train-model needs a model name; expected one of {list(params.models.run)}"
+        )
+    spec = registry.spec(model)
+    if model not in params.models.run:
+        raise ValueError(
+            f"model {model!r} is not in models.run {list(params.models.run)}; add it there "
+            "(the ensemble and the comparison read that list)"
+        )
+    section = model_section(params, model)
+    zoo = load_zoo_data(params, paths)
+    if spec.family in ("foundation", "neural"):
+        import torch
+
+        torch.set_num_threads(params.models.torch_threads)
+    out = fresh_dir(ZooPaths(paths.root).model_dir(model))
+    horizon = params.label_horizon
+    context = spec.context_bars(section, horizon)
+
+    def build(fold: Fold) -> list:
+        return spec.build(section, registry.BuildContext(fold.index, horizon, out, paths.root))
+
+    trials: list[pd.DataFrame] = []
+    importances: list[pd.DataFrame] = []
+
+    def progress(outcome: FoldOutcome) -> None:
+        log.info(
+            "%s fold %d: %s (fit %.1fs, predict %.1fs)%s", outcome.model, outcome.fold.index,
+            outcome.status, outcome.fit_seconds, outcome.predict_seconds,
+            f" {outcome.error}" if outcome.error else "",
+        )
+
+    result = run_walk_forward(
+        build, zoo.data, zoo.folds, zoo.spec,
+        history=zoo.history if context else None, context_bars=context, on_outcome=progress,
+    )
+    for name, fitted in result.final_models.items():
+        registry.save_model(fitted, out / "final" / name)
+    config = metrics_config(params)
+    per_fold = fold_metrics(result.predictions, result.failures, config)
+    per_fold.insert(2, "cost_bps", config.cost_bps)
+    fold_rows = result.fold_table()
+    write_parquet_atomic(result.predictions, out / "oof.parquet")
+    per_fold.to_csv(out / "fold_metrics.csv", index=False)
+    fold_rows.to_csv(out / "folds.csv", index=False)
+    result.failures.to_csv(out / "failures.csv", index=False)
+
+    run = zoo_run(params, paths, zoo)
+    outputs = list(spec.outputs(section))
+    families = {name: spec.family for name in outputs}
+    section_params = flatten(
+        model, section if isinstance(section, dict) else section.model_dump(mode="json")
+    )
+    ids = log_model_runs(
+        run, predictions=result.predictions, fold_rows=fold_rows, per_fold=per_fold,
+        models=outputs, family=families,
+        params={**section_params, "context_bars": context, "label": params.train.label},
+        config=config,
+    )
+    if model == "lightgbm":
+        trials, importances = _lightgbm_extras(result.outcomes, out)
+        _log_trials(run.experiment_id, ids.get("lightgbm", {}), trials, run.tags)
+    for name, entry in ids.items():
+        with mlflow.start_run(run_id=entry["run_id"]):
+            mlflow.log_artifact(str(out / "fold_metrics.csv"))
+            mlflow.log_artifact(str(out / "folds.csv"))
+            if (out / "final" / name).exists():
+                mlflow.log_artifacts(str(out / "final" / name), artifact_path="final_model")
+            if importances and name == "lightgbm":
+                mlflow.log_artifact(str(out / "feature_importance.csv"))
+        finish_run(entry["run_id"])
+    ok = per_fold[per_fold["status"] == "ok"]
+    summary = {
+        "model": model,
+        "outputs": outputs,
+        "family": spec.family,
+        "folds": len(zoo.folds),
+        "rows": len(result.predictions),
+        "failed_folds": result.failures.to_dict(orient="records"),
+        "log_loss_mean": {m: float(g["log_loss"].mean()) for m, g in ok.groupby("model")},
+        "fit_seconds": {m: float(g["fit_seconds"].sum()) for m, g in fold_rows.groupby("model")},
+        "mlflow_parent_run_id": run.parent_id,
+        "mlflow_run_ids": {name: entry["run_id"] for name, entry in ids.items()},
+        "pipeline_key": run.key,
+    }
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+def _lightgbm_extras(
+    outcomes: list[FoldOutcome], out: Any
+) -> tuple[list[pd.DataFrame], list[pd.DataFrame]]:
+    """Optuna trials and feature importance per fold, written next to the predictions."""
+    trials, importances = [], []
+    for outcome in outcomes:
+        extras = outcome.artifacts
+        if "trials" in extras:
+            table = extras["trials"].copy()
+            table.insert(0, "fold", outcome.fold.index)
+            trials.append(table)
+        if "feature_importance" in extras:
+            table = extras["feature_importance"].copy()
+            table.insert(0, "fold", outcome.fold.index)
+            importances.append(table)
+    if trials:
+        pd.concat(trials, ignore_index=True).to_csv(out / "trials.csv", index=False)
+    if importances:
+        table = pd.concat(importances, ignore_index=True)
+        table.to_csv(out / "feature_importance.csv", index=False)
+    return trials, importances
+
+
+def _log_trials(
+    experiment_id: str, entry: dict[str, Any], trials: list[pd.DataFrame], tags: dict[str, str]
+) -> None:
+    """Each Optuna trial as a run nested under its fold's run."""
+    fold_runs = entry.get("folds", {})
+    for table in trials:
+        for _, trial in table.iterrows():
+            fold = int(trial["fold"])
+            if fold not in fold_runs:
+                continue
+            params = {k.removeprefix("param."): v for k, v in trial.items()
+                      if str(k).startswith("param.") and pd.notna(v)}
+            create_run(
+                experiment_id,
+                fold_runs[fold],
+                f"lightgbm fold {fold} trial {int(trial['number'])}",
+                {KIND_TAG: "trial", "model": "lightgbm", "model_family": "gbm",
+                 "fold": str(fold), "trial": str(int(trial["number"])),
+                 "state": trial["state"], **tags},
+                params=params,
+                metrics={"val_log_loss": trial["value"], "best_iteration": trial["best_iteration"],
+                         "last_step": trial["last_step"], "duration_s": trial["duration_s"]},
+                status="FINISHED" if trial["state"] == "COMPLETE" else "KILLED",
+            )
