@@ -286,3 +286,21 @@ def test_cli_live_needs_flag_confirmation_and_keys(tmp_path):
                                  env=no_keys)
     assert keyless.exit_code == 1 and "CANDLECAST_API_KEY" in keyless.output
     assert not (tmp_path / "data" / "trading" / "state.db").exists()  # nothing was started
+
+
+def test_cli_reads_the_project_params_sections(tmp_path, repo_root):
+    """With a params.yaml, the trader gets the backtest STAGE's run settings (`backtest.run`),
+    the risk engine and costs of the project: the same objects the backtester is given."""
+    import shutil
+
+    from candlecast.backtest.config import BacktestConfig
+    from candlecast.config import load_params
+    from candlecast.trading.cli import _sections
+
+    shutil.copy(repo_root / "params.yaml", tmp_path / "params.yaml")
+    sections = _sections(tmp_path, None)
+    params = load_params(tmp_path / "params.yaml")
+    assert isinstance(sections["backtest"], BacktestConfig)
+    assert sections["backtest"] == params.backtest.run
+    assert (sections["risk"], sections["costs"]) == (params.risk, params.costs)
+    assert sections["trade"] == params.trade and sections["features"] == params.features

@@ -102,6 +102,7 @@ def test_sigkill_mid_replay_then_restart_matches_backtest(tmp_path, btc_30m):
 def _child_cli(args: list[str], out_path) -> None:  # runs in a forked process
     with open(out_path, "w") as out:
         sys.stdout = out  # pytest's capture object otherwise
+        sys.stderr = out  # the error line of a failed run, for the assertion message
         try:
             trade_app(args)  # click exits the process with the command's status
         finally:
@@ -135,8 +136,9 @@ def test_cli_sigterm_finishes_the_candle_and_exits_0(tmp_path, btc_30m):
         finally:
             if proc.is_alive():
                 proc.kill()
-        assert proc.exitcode == 0
-        summary = json.loads(out_path.read_text().strip().splitlines()[-1])
+        assert proc.exitcode == 0, out_path.read_text()[-3000:]
+        summary = json.loads([line for line in out_path.read_text().splitlines()
+                              if line.startswith("{")][-1])
         assert summary["status"] == "stopped" and summary["mode"] == "paper"
         stopped_at = _ticks(db)
         assert 40 <= stopped_at < n and summary["ticks"] == stopped_at

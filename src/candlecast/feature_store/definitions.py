@@ -32,6 +32,16 @@ class FeastObjects:
         return [self.entity, self.source, self.view, self.service]
 
 
+#: auxiliary feature columns also stored in the view (not model inputs): the signal service
+#: reads the absolute ``atr`` online for its stop/size suggestions
+VIEW_AUX_COLUMNS: tuple[str, ...] = ("atr",)
+
+
+def view_columns(feature_names: Sequence[str]) -> list[str]:
+    """The view's columns: the model features, then :data:`VIEW_AUX_COLUMNS`."""
+    return [*feature_names, *(c for c in VIEW_AUX_COLUMNS if c not in feature_names)]
+
+
 def build_definitions(
     feature_names: Sequence[str],
     source_path: str,

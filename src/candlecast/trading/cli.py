@@ -51,7 +51,11 @@ def _sections(root: Path, params_file: Path | None) -> dict[str, Any]:
         raise ValueError(f"params file {path} does not exist")
     defaults = {"trade": TradeConfig(), "risk": RiskConfig(), "costs": CostConfig(),
                 "backtest": BacktestConfig(), "features": FeatureConfig()}
-    return {name: getattr(loaded, name, None) or default for name, default in defaults.items()}
+    if loaded is None:
+        return defaults
+    # params.yaml's `backtest:` is the backtest STAGE's section; its run settings are `.run`
+    return {"trade": loaded.trade, "risk": loaded.risk, "costs": loaded.costs,
+            "backtest": loaded.backtest.run, "features": loaded.features}
 
 
 def _override(config: TradeConfig, **fields: Any) -> TradeConfig:
@@ -118,6 +122,11 @@ def run(
     except (ValueError, FileNotFoundError, RuntimeError, OSError) as exc:
         stop.restore()
         _fail(exc)
+    import os
+
+    from candlecast.ops.alerts import notifier_from_env
+
+    trader.notifier = notifier_from_env(os.environ)  # CANDLECAST_ALERT_WEBHOOK, if set
     try:
         summary = trader.run(max_ticks=max_candles)
     finally:

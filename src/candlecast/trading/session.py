@@ -146,7 +146,9 @@ def build_trader(
         signals = HttpSignalClient(config.service_url, config.service_timeout_s)
     sink: FeatureSink | None
     if feature_sink is True:
-        sink = (FeastOnlineSink(root / config.feast_repo, feature_names(features))
+        from candlecast.feature_store.definitions import view_columns
+
+        sink = (FeastOnlineSink(root / config.feast_repo, view_columns(feature_names(features)))
                 if config.write_features else None)
     elif feature_sink is False:
         sink = None

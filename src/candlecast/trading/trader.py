@@ -23,6 +23,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -41,6 +42,9 @@ from candlecast.trading.ops import StopFlag, read_flag_file
 from candlecast.trading.persist import fingerprint, load_session, new_session, save_session
 from candlecast.trading.signals import Signal, SignalClient, fetch_fresh_signal
 from candlecast.trading.store import StateStore
+
+if TYPE_CHECKING:
+    from candlecast.ops.alerts import Notifier
 
 log = logging.getLogger(__name__)
 NAN = math.nan
@@ -66,6 +70,7 @@ class Trader:
         feature_sink: FeatureSink | None = None,
         stop: StopFlag | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        notifier: Notifier | None = None,
     ) -> None:
         config.check_live_allowed()
         if config.is_live != broker.live:
@@ -79,6 +84,9 @@ class Trader:
         self.sink = feature_sink
         self.stop = stop if stop is not None else StopFlag()
         self.sleep = sleep
+        #: alerts (``candlecast.ops.alerts``): a risk-limit halt is notified after its commit
+        self.notifier = notifier
+        self._halts: list[tuple[str, str]] = []
         self.series = {s.symbol: s for s in config.series}
         self.step_ns = int(config.series[0].step.value)
         self.engine = RiskEngine(self.risk_config, config.timeframe)
@@ -296,6 +304,7 @@ class Trader:
             n_fills, to_submit = self._trade(ts, valid, rows, sigs)
             self._save()
         self._submit(to_submit)
+        self._notify_halts()
         self.latencies_s.append(time.perf_counter() - started)
         return n_fills
 
@@ -342,6 +351,8 @@ class Trader:
             for d in decisions:
                 store.add_decision(ts, d.symbol, str(d.action), str(d.reason), d.side, d.qty,
                                    ",".join(map(str, d.notes)), d.detail)
+                if d.action == Action.HALT:
+                    self._halts.append((str(d.reason), f"{self._when(ts)}: {d.detail}"))
                 if d.action == Action.EXIT and d.symbol in books:
                     book = books[d.symbol]
                     self._set_order(book, ts, 0.0, None, d.reason, book.pos != 0.0)
@@ -448,6 +459,20 @@ class Trader:
                 self._save()
 
     # ------------------------------------------------------------------ signals
+    def _notify_halts(self) -> None:
+        """Alert each risk-limit halt recorded by the tick just committed (never raises)."""
+        halts, self._halts = self._halts, []
+        if self.notifier is None:
+            return
+        for reason, detail in halts:
+            try:
+                self.notifier.notify("trader_halted", f"{self.config.mode} trader halted by a "
+                                     f"risk limit: {reason} ({detail})", reason=reason,
+                                     detail=detail, mode=self.config.mode,
+                                     symbols=",".join(self.config.symbols))
+            except Exception as error:  # noqa: BLE001 - an alert never stops trading
+                log.warning("halt alert failed: %r", error)
+
     def _fresh_signal(self, sym: str, bar: Bar) -> tuple[Signal | None, str]:
         """A fresh signal for ``bar``, or ``None`` (reported and counted) and why not."""
         sig, why = fetch_fresh_signal(self.signals, self.series[sym], bar,

@@ -1,0 +1,91 @@
+"""candlecast signal service (BentoML 1.4): a thin shell around ``candlecast.serving``.
+
+Routes: ``POST /signal`` (latest Feast features -> signal), ``POST /predict`` (candles in the
+request -> signal), ``POST``/``GET /metadata`` (lineage), ``POST /reload`` (pick up a new
+champion without dropping requests), plus BentoML's ``/livez``,
+``/readyz`` (ready once the model is loaded), ``/metrics`` and the OpenAPI page at ``/``
+(``/docs.json``). Configuration: ``CANDLECAST_SERVING_CONFIG`` (a JSON ServingConfig),
+``CANDLECAST_ROOT``; see docs/serving.md.
+
+Only light modules (pydantic schemas, the ASGI guard) are imported here, because BentoML's
+arbiter process imports this file too; pandas, MLflow, Feast and the model are imported by the
+worker when it builds the service instance (``candlecast.serving.server``), and loaded in a
+background thread so ``/livez`` answers while ``/readyz`` waits for the model.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import bentoml
+from starlette.responses import JSONResponse
+
+from candlecast.serving.guard import GuardSettings, RequestGuard
+from candlecast.serving.schemas import (
+    MetadataResponse,
+    PredictRequest,
+    RequestError,
+    SeriesRequest,
+    SignalResponse,
+)
+
+GUARD = GuardSettings()
+
+
+def _respond(result: SignalResponse | RequestError) -> SignalResponse | JSONResponse:
+    if isinstance(result, RequestError):
+        return JSONResponse(result.body(), status_code=result.status)
+    return result
+
+
+@bentoml.service(name="candlecast_signal", workers=1, traffic={"timeout": 30})
+class SignalService:
+    def __init__(self) -> None:
+        from candlecast.serving.config import load_serving_config
+        from candlecast.serving.server import SignalServer
+
+        config = load_serving_config(os.environ, default_dir=Path(__file__).resolve().parent)
+        GUARD.max_body_bytes = config.max_body_bytes
+        self.server = SignalServer(config)
+        self.server.start_loading()
+
+    def __is_ready__(self) -> bool:
+        return self.server.ready
+
+    @bentoml.on_shutdown
+    def shutdown(self) -> None:
+        self.server.stop()
+
+    @bentoml.api(input_spec=SeriesRequest, output_spec=SignalResponse)
+    def signal(self, exchange: str, symbol: str, timeframe: str) -> SignalResponse:
+        """The latest online features of the series (Feast) -> signal; 'stale' refuses."""
+        request = SeriesRequest.model_construct(
+            exchange=exchange, symbol=symbol, timeframe=timeframe
+        )
+        return _respond(self.server.handle("signal", request))  # type: ignore[return-value]
+
+    @bentoml.api(input_spec=PredictRequest, output_spec=SignalResponse)
+    def predict(
+        self, exchange: str, symbol: str, timeframe: str, candles: list
+    ) -> SignalResponse:
+        """Closed candles in the request -> incremental features -> signal (stateless)."""
+        request = PredictRequest.model_construct(
+            exchange=exchange, symbol=symbol, timeframe=timeframe, candles=candles
+        )
+        return _respond(self.server.handle("predict", request))  # type: ignore[return-value]
+
+    @bentoml.api(output_spec=MetadataResponse)
+    def metadata(self) -> MetadataResponse:
+        """Model version, MLflow run, training data version, feature service, params hash."""
+        return self.server.metadata()
+
+    @bentoml.api(route="/reload")
+    def reload(self) -> dict:
+        """Load the configured model again (a new champion) in the background; the current
+        model serves until the new one is ready, then both swap at once. ``/metadata`` then
+        reports the new version."""
+        return self.server.reload()
+
+
+SignalService.add_asgi_middleware(RequestGuard, settings=GUARD)

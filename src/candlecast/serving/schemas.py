@@ -1,0 +1,226 @@
+"""Typed request and response bodies of the signal service, and the one error shape.
+
+Deliberately light (pydantic only, no pandas): ``bentos/service.py`` imports this module at
+start-up in BentoML's arbiter process too, and the OpenAPI schema is generated from it.
+
+Requests are parsed in strict mode: ``"5"`` is not a number, ``true`` is not a price, a
+timestamp must be an ISO 8601 string WITH a timezone, ``NaN``/``Infinity`` are refused and
+unknown keys are an error. Every failure becomes :class:`RequestError` with the offending
+field written as a path (``candles[3].close``).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+#: hard bounds that keep the arithmetic (and pandas' nanosecond timestamps) safe
+MIN_PRICE, MAX_PRICE, MAX_VOLUME = 1e-12, 1e12, 1e18
+MIN_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+MAX_TIME = datetime(2200, 1, 1, tzinfo=UTC)
+#: schema-level cap on candles per request; the service's own ``max_candles`` is lower
+SCHEMA_MAX_CANDLES = 100_000
+
+EXCHANGE_PATTERN = r"^[a-z0-9_]{1,32}$"
+SYMBOL_PATTERN = r"^[A-Z0-9]{1,20}/[A-Z0-9]{1,20}(:[A-Z0-9]{1,20})?$"
+TIMEFRAME_PATTERN = r"^[1-9][0-9]{0,3}[smhdw]$"
+
+Action = Literal["long", "short", "flat"]
+Status = Literal["ok", "stale"]
+
+
+class RequestError(Exception):
+    """A client error: HTTP ``status`` (4xx) and the body ``{"error": message, "field": field}``.
+
+    Also used for the few server-side refusals (503 while the model loads), always with the
+    same body shape.
+    """
+
+    def __init__(self, status: int, message: str, field: str = "body") -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.field = field
+
+    def body(self) -> dict[str, str]:
+        return {"error": self.message, "field": self.field}
+
+    def __repr__(self) -> str:
+        return f"RequestError({self.status}, {self.message!r}, field={self.field!r})"
+
+
+class FieldError(ValueError):
+    """Raised inside validators: ``path`` is relative to the validated object's location."""
+
+    def __init__(self, path: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.message = message
+
+
+def field_path(loc: tuple[str | int, ...]) -> str:
+    """``("candles", 3, "close")`` -> ``candles[3].close``; the empty path is ``body``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "body"
+
+
+def request_error(err: ValidationError) -> RequestError:
+    """The first pydantic error as a :class:`RequestError` naming its field.
+
+    Malformed JSON is a 400; everything else (wrong type, missing or unknown key, out of range,
+    inconsistent candles) is a 422.
+    """
+    first = err.errors(include_url=False)[0]
+    loc = tuple(first.get("loc", ()))
+    cause = first.get("ctx", {}).get("error")
+    if isinstance(cause, FieldError):
+        field = field_path((*loc, *cause.path))
+        return RequestError(422, f"{field}: {cause.message}", field)
+    field = field_path(loc)
+    if first["type"] == "json_invalid":
+        return RequestError(400, f"request body is not valid JSON: {first['msg']}", "body")
+    if first["type"] == "model_type":
+        return RequestError(422, "request body must be a JSON object", "body")
+    return RequestError(422, f"{field}: {first['msg']}", field)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
+
+
+class SeriesRequest(_Strict):
+    """One candle series: the body of ``POST /signal``."""
+
+    exchange: str = Field(
+        pattern=EXCHANGE_PATTERN, description="ccxt exchange id", examples=["bitfinex"]
+    )
+    symbol: str = Field(
+        pattern=SYMBOL_PATTERN, description="ccxt unified symbol", examples=["BTC/USD"]
+    )
+    timeframe: str = Field(
+        pattern=TIMEFRAME_PATTERN, description="ccxt timeframe", examples=["30m"]
+    )
+
+    @property
+    def series_id(self) -> str:
+        """The Feast entity key ``exchange:SYMBOL:timeframe``."""
+        return f"{self.exchange}:{self.symbol}:{self.timeframe}"
+
+
+class Candle(_Strict):
+    """One CLOSED candle; ``timestamp`` is its OPEN time (ISO 8601 with a timezone, UTC
+    preferred)."""
+
+    timestamp: AwareDatetime = Field(examples=["2019-09-30T23:30:00Z"])
+    open: float = Field(ge=MIN_PRICE, le=MAX_PRICE)
+    high: float = Field(ge=MIN_PRICE, le=MAX_PRICE)
+    low: float = Field(ge=MIN_PRICE, le=MAX_PRICE)
+    close: float = Field(ge=MIN_PRICE, le=MAX_PRICE)
+    volume: float = Field(ge=0.0, le=MAX_VOLUME)
+
+    @field_validator("timestamp")
+    @classmethod
+    def _in_range(cls, value: datetime) -> datetime:
+        if not MIN_TIME <= value <= MAX_TIME:
+            raise ValueError(f"must lie between {MIN_TIME:%Y-%m-%d} and {MAX_TIME:%Y-%m-%d}")
+        return value.astimezone(UTC)
+
+    @model_validator(mode="after")
+    def _ohlc_consistent(self) -> Candle:
+        if self.high < max(self.open, self.close, self.low):
+            raise FieldError(("high",), f"high {self.high} is below open, close or low")
+        if self.low > min(self.open, self.close):
+            raise FieldError(("low",), f"low {self.low} is above open or close")
+        return self
+
+
+class PredictRequest(SeriesRequest):
+    """The body of ``POST /predict``: recent closed candles of one series, oldest first."""
+
+    candles: list[Candle] = Field(min_length=1, max_length=SCHEMA_MAX_CANDLES)
+
+    @field_validator("candles")
+    @classmethod
+    def _strictly_increasing(cls, candles: list[Candle]) -> list[Candle]:
+        for i in range(1, len(candles)):
+            prev, cur = candles[i - 1].timestamp, candles[i].timestamp
+            if cur <= prev:
+                what = "duplicates" if cur == prev else "is before"
+                raise FieldError(
+                    (i, "timestamp"),
+                    f"{cur.isoformat()} {what} candles[{i - 1}].timestamp {prev.isoformat()}; "
+                    "candles must be sorted oldest first with unique timestamps",
+                )
+        return candles
+
+
+class SignalResponse(BaseModel):
+    """The answer of ``/signal`` and ``/predict`` (the trader's contract: keep it exact)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    status: Status = Field(description="'stale': features too old, no prediction was made")
+    prob_up: float | None = Field(description="calibrated P(next candle closes up)")
+    quantiles: dict[str, float] | None = Field(
+        description="forecast quantiles of the next log return, keys like 'q0.1'"
+    )
+    confidence: float | None = Field(description="abs(prob_up - 0.5) * 2 unless the model says")
+    disagreement: float | None = Field(description="std of the base models' P(up)")
+    action: Action
+    size_fraction: float = Field(ge=0.0, description="suggested notional / equity (risk engine)")
+    stop_price: float | None
+    take_profit: float | None
+    model_version: str
+    feature_timestamp: datetime | None = Field(
+        description="event time of the features used: the last candle's CLOSE time (UTC)"
+    )
+
+
+class MetadataResponse(BaseModel):
+    """Lineage of the model being served (``POST``/``GET /metadata``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
+
+    ready: bool
+    model_version: str | None
+    model_name: str | None
+    model_uri: str
+    resolved_model_uri: str | None
+    model_source: str | None = Field(description="primary | fallback | bundled | local")
+    fallback_reason: str | None
+    mlflow_run_id: str | None
+    training_data_version: str | None
+    feature_service: str | None
+    params_hash: str | None
+    git_commit: str | None
+    flavor: str | None
+    window_rows: int | None
+    features: list[str]
+    max_feature_age_bars: float
+    load_error: str | None
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx (and 503) body."""
+
+    error: str
+    field: str
+
+
+def dump(model: BaseModel) -> dict[str, Any]:
+    return model.model_dump(mode="json")
