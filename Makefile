@@ -19,7 +19,7 @@ export BENTOML_DO_NOT_TRACK ?= true
 .PHONY: run test setup lint bench mlflow-ui
 
 run: setup
-	$(BIN)/dvc repro
+	$(BIN)/candlecast repro  # = dvc repro, with one local Prefect API server for all stages
 	$(BIN)/dvc metrics show
 
 test: setup

@@ -1,25 +1,17 @@
 """Prefect flows of the candlecast pipeline: one flow per `dvc.yaml` stage, plus the whole chain.
 
 Thin by design: every task calls a stage function of `candlecast.pipeline`; `dvc repro` runs
-`python flows/pipeline.py <stage>`, and the same flows are what Prefect deployments schedule.
-Without a configured Prefect server, Prefect runs them against a temporary local one.
+`python flows/pipeline.py <stage> [model]`, and the same flows are what Prefect deployments
+schedule. Without a configured Prefect server, Prefect runs them against a temporary local one.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 
-# offline by default: no telemetry from Prefect's temporary server, MLflow or Feast
-for _name, _value in (
-    ("DO_NOT_TRACK", "1"),
-    ("PREFECT_SERVER_ANALYTICS_ENABLED", "false"),
-    ("MLFLOW_DISABLE_TELEMETRY", "true"),
-    ("FEAST_USAGE", "False"),
-    # patience for Prefect's temporary API server on a busy 2-core machine (default: 20 s)
-    ("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180"),
-):
-    os.environ.setdefault(_name, _value)
+from candlecast.runtime import set_offline_defaults
+
+set_offline_defaults()  # before Prefect/MLflow/Feast are imported: no telemetry, patience
 
 from pathlib import Path  # noqa: E402
 
@@ -27,21 +19,26 @@ from prefect import flow, task  # noqa: E402
 
 from candlecast.config import load_params  # noqa: E402
 from candlecast.pipeline.paths import Paths  # noqa: E402
-from candlecast.pipeline.runner import STAGES, run_stage  # noqa: E402
+from candlecast.pipeline.runner import (  # noqa: E402
+    ALL_STAGES,
+    pipeline_plan,
+    run_stage,
+    zoo_plan,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _stage_task(stage: str):
     @task(name=stage, retries=0, log_prints=True)
-    def _run(root: str, params_file: str) -> dict:
+    def _run(root: str, params_file: str, arg: str | None = None) -> dict:
         paths = Paths(Path(root))
-        return run_stage(stage, load_params(params_file), paths)
+        return run_stage(stage, load_params(params_file), paths, arg)
 
     return _run
 
 
-_TASKS = {stage: _stage_task(stage) for stage in STAGES}
+_TASKS = {stage: _stage_task(stage) for stage in ALL_STAGES}
 
 
 def _flow_for(stage: str):
@@ -59,7 +56,23 @@ features_flow = _flow_for("features")
 feature_store_flow = _flow_for("feature-store")
 train_flow = _flow_for("train")
 evaluate_flow = _flow_for("evaluate")
+regime_flow = _flow_for("regime")
+ensemble_flow = _flow_for("ensemble")
+compare_flow = _flow_for("compare")
+
+
+@flow(name="candlecast-train-model", log_prints=True, flow_run_name="train-model-{model}")
+def train_model_flow(
+    model: str, root: str = str(ROOT), params_file: str = str(ROOT / "params.yaml")
+) -> dict:
+    """One zoo model, walk-forward (DVC stage ``train-model@<model>``)."""
+    return _TASKS["train-model"].with_options(name=f"train-model-{model}")(
+        root, params_file, model
+    )
+
+
 backtest_flow = _flow_for("backtest")
+package_flow = _flow_for("package")
 FLOWS = {
     "ingest": ingest_flow,
     "validate": validate_flow,
@@ -67,14 +80,33 @@ FLOWS = {
     "feature-store": feature_store_flow,
     "train": train_flow,
     "evaluate": evaluate_flow,
+    "regime": regime_flow,
+    "train-model": train_model_flow,
+    "ensemble": ensemble_flow,
+    "compare": compare_flow,
     "backtest": backtest_flow,
+    "package": package_flow,
 }
+
+
+@flow(name="candlecast-zoo", log_prints=True)
+def zoo_flow(root: str = str(ROOT), params_file: str = str(ROOT / "params.yaml")) -> dict:
+    """The walk-forward model zoo: regime, every model of models.run, ensemble, compare."""
+    params = load_params(params_file)
+    return {
+        f"{stage}@{arg}" if arg else stage: _TASKS[stage](root, params_file, arg)
+        for stage, arg in zoo_plan(params)
+    }
 
 
 @flow(name="candlecast-pipeline", log_prints=True)
 def pipeline_flow(root: str = str(ROOT), params_file: str = str(ROOT / "params.yaml")) -> dict:
     """Every stage in order (what `dvc repro` does, without DVC's caching)."""
-    return {stage: _TASKS[stage](root, params_file) for stage in STAGES}
+    params = load_params(params_file)
+    return {
+        f"{stage}@{arg}" if arg else stage: _TASKS[stage](root, params_file, arg)
+        for stage, arg in pipeline_plan(params)
+    }
 
 
 if __name__ == "__main__":

@@ -15,9 +15,16 @@ from typing import Annotated, Any
 
 import typer
 
-from candlecast.config import load_params
+from candlecast.config import check_deferred, load_params
 from candlecast.pipeline.paths import Paths
-from candlecast.pipeline.runner import STAGES, run_stage
+from candlecast.pipeline.runner import (
+    ALL_STAGES,
+    PARAMETRIC_STAGES,
+    ZOO_STAGES,
+    check_stage_argument,
+    run_stage,
+    zoo_plan,
+)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
@@ -40,11 +47,14 @@ def _fail(exc: BaseException) -> None:
     raise typer.Exit(code=1)
 
 
-def _run(stage: str, root: Path, params_file: Path | None) -> None:
+def _run(stage: str, root: Path, params_file: Path | None, arg: str | None = None) -> None:
     _setup_logging()
     try:
         params = load_params(params_file or root / "params.yaml")
-        result = run_stage(stage, params, Paths(root.resolve()))
+        check_stage_argument(stage, arg, params)
+        if stage == ZOO_STAGES[0]:
+            check_deferred(params)
+        result = run_stage(stage, params, Paths(root.resolve()), arg)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         _fail(exc)
     typer.echo(json.dumps(result, indent=2, default=str))
@@ -58,8 +68,36 @@ def _make_command(stage: str) -> Callable[..., None]:
     return command
 
 
-for _stage in STAGES:
-    app.command(name=_stage)(_make_command(_stage))
+for _stage in ALL_STAGES:
+    if _stage not in PARAMETRIC_STAGES:
+        app.command(name=_stage)(_make_command(_stage))
+
+
+@app.command("train-model")
+def train_model(
+    model: Annotated[str, typer.Argument(help="A model of models.run, e.g. lightgbm.")],
+    root: RootOption = Path(),
+    params: ParamsOption = None,
+) -> None:
+    """Train and score one zoo model walk-forward (DVC stage `train-model@<model>`)."""
+    _run("train-model", root, params, model)
+
+
+@app.command("zoo")
+def zoo(root: RootOption = Path(), params: ParamsOption = None) -> None:
+    """Run the whole model zoo: regime, every model of models.run, ensemble, compare."""
+    _setup_logging()
+    results = {}
+    try:
+        loaded = load_params(params or root / "params.yaml")
+        check_deferred(loaded)
+        for stage, arg in zoo_plan(loaded):
+            results[f"{stage}@{arg}" if arg else stage] = run_stage(
+                stage, loaded, Paths(root.resolve()), arg
+            )
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        _fail(exc)
+    typer.echo(json.dumps(results, indent=2, default=str))
 
 
 def _mount_trade() -> None:
@@ -71,11 +109,67 @@ def _mount_trade() -> None:
 _mount_trade()
 
 
+def _mount_ops() -> None:
+    from candlecast.ops.cli import ops_app
+
+    app.add_typer(ops_app, name="ops", help="Drift checks, retraining, promotion, rollback.")
+
+
+_mount_ops()
+
+
+@app.command(
+    "repro", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+)
+def repro(ctx: typer.Context, root: RootOption = Path()) -> None:
+    """`dvc repro [ARGS]` with ONE local Prefect API server for every stage's flow (instead of
+    a temporary server per stage); uses $PREFECT_API_URL when it is set."""
+    from candlecast.pipeline.prefect_server import run_with_prefect_server
+
+    dvc = Path(sys.executable).with_name("dvc")
+    try:
+        code = run_with_prefect_server([str(dvc), "repro", *ctx.args], root.resolve())
+    except RuntimeError as exc:
+        _fail(exc)
+    raise typer.Exit(code)
+
+
+@app.command("serve")
+def serve(
+    root: RootOption = Path(),
+    params: ParamsOption = None,
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port")] = 3000,
+) -> None:
+    """`bentoml serve` the signal service following the MLflow registry (`serving.model_uri`,
+    e.g. the `champion` alias), so `POST /reload` picks up a newly promoted champion. (A bento
+    built by `package` serves the model it was built with.)"""
+    import os
+
+    from candlecast.pipeline.package_stage import serving_config
+    from candlecast.serving.config import CONFIG_ENV, write_serving_config
+
+    root = root.resolve()
+    try:
+        loaded = load_params(params or root / "params.yaml")
+    except ValueError as exc:
+        _fail(exc)
+    config_file = root / "data" / "serving" / "serving_config.json"
+    config_file.parent.mkdir(parents=True, exist_ok=True)
+    write_serving_config(serving_config(loaded, Paths(root)), config_file)
+    bentoml = Path(sys.executable).with_name("bentoml")
+    env = {**os.environ, CONFIG_ENV: str(config_file), "BENTOML_DO_NOT_TRACK": "True"}
+    args = [str(bentoml), "serve", "service:SignalService", "--working-dir", str(root / "bentos"),
+            "--host", host, "--port", str(port)]
+    os.execve(str(bentoml), args, env)  # noqa: S606 - replaces this process, no shell
+
+
 @app.command("check-params")
 def check_params(root: RootOption = Path(), params: ParamsOption = None) -> None:
     """Validate params.yaml and print the resolved parameters."""
     try:
         loaded = load_params(params or root / "params.yaml")
+        check_deferred(loaded)
     except ValueError as exc:
         _fail(exc)
     typer.echo(json.dumps(loaded.model_dump(mode="json", by_alias=True), indent=2))
@@ -94,23 +188,39 @@ def data_docs(
 
 
 def run_stage_command(flows: Mapping[str, Callable[..., Any]], argv: Sequence[str]) -> int:
-    """Entry point of ``python flows/pipeline.py <stage>``: run one stage's Prefect flow.
+    """Entry point of ``python flows/pipeline.py <stage> [model]``: run one stage's Prefect flow.
 
-    Params are validated before Prefect starts, so a bad params file fails fast with one line.
+    Params (for the zoo stages also the stage's argument; for the first zoo stage every
+    deferred section) are validated before Prefect starts, so bad input fails fast with one
+    line. The other zoo stages validate the deferred section they use first thing.
     """
-    if len(argv) != 1 or argv[0] not in flows:
-        print(f"usage: flows/pipeline.py {{{'|'.join(flows)}}}", file=sys.stderr)
+    stage = argv[0] if argv else ""
+    wanted = 2 if stage in PARAMETRIC_STAGES else 1
+    if stage not in flows or len(argv) != wanted:
+        print(
+            f"usage: flows/pipeline.py {{{'|'.join(flows)}}} "
+            f"(train-model takes a model name: train-model lightgbm)",
+            file=sys.stderr,
+        )
         return 2
+    arg = argv[1] if wanted == 2 else None
     root = Path.cwd()
     try:
-        load_params(root / "params.yaml")
+        params = load_params(root / "params.yaml")
+        if stage in ZOO_STAGES:
+            check_stage_argument(stage, arg, params)
+        if stage == ZOO_STAGES[0]:  # the first zoo stage checks every deferred section up front
+            check_deferred(params)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    kwargs = {"root": str(root), "params_file": str(root / "params.yaml")}
+    if arg is not None:
+        kwargs["model"] = arg
     try:
-        flows[argv[0]](root=str(root), params_file=str(root / "params.yaml"))
+        flows[stage](**kwargs)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        print(f"error: {argv[0]} failed: {exc}", file=sys.stderr)
+        print(f"error: {stage} failed: {exc}", file=sys.stderr)
         return 1
     return 0
 

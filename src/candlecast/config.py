@@ -7,7 +7,9 @@ checks cross-section consistency. Nothing else reads ``params.yaml``.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -20,8 +22,19 @@ from candlecast.data.ingest import CcxtIngestConfig
 from candlecast.data.sample import DATASETS
 from candlecast.data.schema import SeriesId, timeframe_to_timedelta
 from candlecast.features import FeatureConfig, LabelConfig
+from candlecast.models.baselines import BaselineConfig
+from candlecast.models.chronos_config import ChronosConfig, check_checkpoint
+from candlecast.models.registry import (
+    MODEL_NAMES,
+    LightGBMZooConfig,
+    check_model_names,
+    resolve_checkpoint,
+)
+from candlecast.ops.config import OpsConfig
 from candlecast.risk.config import RiskConfig
+from candlecast.serving.config import ServingConfig
 from candlecast.trading.config import TradeConfig
+from candlecast.training.splits import WalkForwardConfig
 from candlecast.validation import ValidationConfig
 
 
@@ -148,16 +161,102 @@ class MlflowParams(_Frozen):
     registered_model: str = "candlecast-lightgbm"
 
 
+class WalkForwardParams(_Frozen):
+    """Fold layout of the model zoo, in bars; the purge horizon comes from ``train.label``."""
+
+    scheme: Literal["expanding", "rolling"] = "rolling"
+    train_size: int = Field(default=12_000, ge=1)
+    test_size: int = Field(default=4_000, ge=1)
+    step: int | None = Field(default=None, ge=1)
+    embargo: int = Field(default=48, ge=0)
+    max_folds: int | None = Field(default=4, ge=1)
+
+    @model_validator(mode="after")
+    def _valid_layout(self) -> WalkForwardParams:
+        self.config(horizon=1)
+        return self
+
+    def config(self, horizon: int) -> WalkForwardConfig:
+        try:
+            return WalkForwardConfig(**self.model_dump(), horizon=horizon)
+        except ValidationError as err:
+            raise ValueError(str(err.errors()[0]["msg"]).removeprefix("Value error, ")) from err
+
+
+class ModelsParams(_Frozen):
+    """Which zoo models run (one DVC stage each) and each model's own section."""
+
+    run: tuple[str, ...] = MODEL_NAMES
+    #: torch intra-op threads of the Chronos and transformer stages (1: fastest on 2 shared cores).
+    torch_threads: int = Field(default=1, ge=1, le=64)
+    baselines: BaselineConfig = BaselineConfig()
+    lightgbm: LightGBMZooConfig = LightGBMZooConfig()
+    chronos: ChronosConfig = ChronosConfig()
+    #: TransformerConfig fields; validated by :func:`check_deferred` (its module imports torch).
+    transformer: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known_models(self) -> ModelsParams:
+        check_model_names(self.run)
+        return self
+
+
+class EnsembleParams(_Frozen):
+    """The stacked ensemble, its out-of-sample evaluation and the champion rule."""
+
+    registered_model: str = "candlecast-ensemble"
+    #: the ensemble is scored on OOF fold k using folds < k only, from this fold on.
+    min_train_folds: int = Field(default=1, ge=1)
+    #: the champion decision compares log loss on the latest this-many folds.
+    decision_folds: int = Field(default=1, ge=1)
+    #: fewest rows the champion comparison may rest on (else the new model is only a challenger).
+    min_decision_rows: int = Field(default=500, ge=1)
+    #: feature rows per series the served ensemble reads (context of the sequence models and
+    #: GARCH warm-up); at least every base model's context + 1.
+    window_rows: int = Field(default=128, ge=1, le=10_000)
+    #: extra meta-learner inputs besides the base models' probabilities.
+    extras: tuple[Literal["garch_vol", "regime", "chronos_spread"], ...] = (
+        "garch_vol", "regime", "chronos_spread",
+    )
+    #: EnsembleConfig fields (calibration, inner_folds, C, clip); the horizon comes from the
+    #: label. Validated by :func:`check_deferred` (its module imports scikit-learn).
+    stacking: dict[str, Any] = Field(default_factory=dict)
+    #: who moves the ``champion`` alias: ``log_loss`` (this stage, the rule of
+    #: ``candlecast.models.champion``) or ``defer`` (register as ``challenger`` only; the ops
+    #: retrain flow decides with a backtest and a significance test)
+    promotion: Literal["log_loss", "defer"] = "log_loss"
+
+
+#: Sections whose config classes live in modules with heavy imports (torch, scikit-learn,
+#: arch): kept as mappings at load and validated on demand, so that loading params stays fast
+#: for every stage. ``check_deferred`` validates them all (the zoo stages call it first).
+_DEFERRED: dict[str, str] = {
+    "garch": "candlecast.models.regime:GarchConfig",
+    "regime": "candlecast.models.regime:RegimeConfig",
+    "ensemble.stacking": "candlecast.models.ensemble:EnsembleConfig",
+    "models.transformer": "candlecast.models.transformer:TransformerConfig",
+}
+_LABEL = re.compile(r"^label_up_(\d+)$")
 class BacktestParams(_Frozen):
     """What the `backtest` stage replays: which model's out-of-sample predictions, how they
     become signals, and the run settings (``run``: initial equity, shorting, re-entry)."""
 
-    predictions: str = "models/lightgbm/predictions.parquet"
-    model: str = "lightgbm"
-    run_info: str = "models/lightgbm/train_summary.json"
+    predictions: str = "models/ensemble/oof.parquet"
+    model: str = "ensemble"
+    run_info: str = "models/ensemble/summary.json"
     band: float = Field(default=0.02, ge=0, lt=0.5)
-    n_trials: int = Field(default=1, ge=1)
+    #: configurations tried to reach the model (deflates the Sharpe); None: the trial universe
+    #: below plus the Optuna trials of the LightGBM tuning
+    n_trials: int | None = Field(default=None, ge=1)
+    #: the trial universe for PBO/DSR: every model of the zoo and the ensemble x these bands
+    trial_bands: tuple[float, ...] = (0.0, 0.02, 0.05)
     run: BacktestConfig = BacktestConfig()
+
+    @model_validator(mode="after")
+    def _bands(self) -> BacktestParams:
+        if any(not 0 <= b < 0.5 for b in self.trial_bands):
+            raise ValueError(f"backtest.trial_bands must lie in [0, 0.5), got {self.trial_bands}")
+        return self
 
 
 class Params(_Frozen):
@@ -169,12 +268,94 @@ class Params(_Frozen):
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
     mlflow: MlflowParams = MlflowParams()
+    walk_forward: WalkForwardParams = WalkForwardParams()
+    models: ModelsParams = ModelsParams()
+    #: GarchConfig fields (GARCH(1,1) per series and fold), validated by :func:`check_deferred`.
+    garch: dict[str, Any] = Field(default_factory=dict)
+    #: RegimeConfig fields (Gaussian-mixture regimes), validated by :func:`check_deferred`.
+    regime: dict[str, Any] = Field(default_factory=dict)
+    ensemble: EnsembleParams = EnsembleParams()
     risk: RiskConfig = Field(default_factory=RiskConfig)
     costs: CostConfig = Field(default_factory=CostConfig)
     backtest: BacktestParams = BacktestParams()
     trade: TradeConfig = Field(default_factory=TradeConfig)
+    #: the signal service; features, feature service, MLflow store and risk come from their own
+    #: sections (see :func:`candlecast.serving.config.compose_serving_config`)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
+    #: the operations loop: drift thresholds, promotion rule, replay, alerts (docs/operations.md)
+    ops: OpsConfig = Field(default_factory=OpsConfig)
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _zoo_consistent(self) -> Params:
+        horizon = self.label_horizon
+        if f"fwd_logret_{horizon}" != self.train.target_return:
+            raise ValueError(
+                f"train.target_return must be fwd_logret_{horizon} to match train.label "
+                f"{self.train.label!r}, got {self.train.target_return!r}"
+            )
+        if "chronos" in self.models.run and self.models.chronos.horizon != horizon:
+            raise ValueError(
+                f"models.chronos.horizon ({self.models.chronos.horizon}) must equal the label "
+                f"horizon of train.label {self.train.label!r} ({horizon})"
+            )
+        vol_window = int(self.regime.get("vol_window", 48))
+        trend_window = int(self.regime.get("trend_window", 48))
+        if vol_window not in self.features.vol_windows:
+            raise ValueError(
+                f"regime.vol_window ({vol_window}) must be one of features.vol_windows "
+                f"{list(self.features.vol_windows)}: regimes read the rv_<window> feature"
+            )
+        if trend_window not in self.features.return_horizons:
+            raise ValueError(
+                f"regime.trend_window ({trend_window}) must be one of features.return_horizons "
+                f"{list(self.features.return_horizons)}: regimes read the logret_<window> feature"
+            )
+        folds = self.walk_forward.max_folds
+        needed = self.ensemble.min_train_folds + self.ensemble.decision_folds
+        if folds is not None and folds < needed:
+            raise ValueError(
+                f"walk_forward.max_folds ({folds}) must be at least ensemble.min_train_folds + "
+                f"ensemble.decision_folds = {needed}: the ensemble is scored out of sample on "
+                "later folds only"
+            )
+        return self
+
+    @property
+    def label_horizon(self) -> int:
+        """Bars ahead of ``train.label`` (``label_up_<h>``); must be one of labels.horizons."""
+        match = _LABEL.match(self.train.label)
+        if match is None:
+            raise ValueError(f"train.label must look like label_up_<h>, got {self.train.label!r}")
+        horizon = int(match.group(1))
+        if horizon not in self.labels.horizons:
+            raise ValueError(
+                f"train.label {self.train.label!r} needs horizon {horizon} in labels.horizons "
+                f"{list(self.labels.horizons)}"
+            )
+        return horizon
+
+    def walk_forward_config(self) -> WalkForwardConfig:
+        return self.walk_forward.config(self.label_horizon)
+
+    def deferred(self, section: str) -> Any:
+        """The validated config object of a deferred section (see ``_DEFERRED``)."""
+        module, name = _DEFERRED[section].split(":")
+        cls = getattr(importlib.import_module(module), name)
+        values = dict(self._section(section))
+        if section == "ensemble.stacking":
+            values.setdefault("horizon", self.label_horizon)
+        try:
+            return cls(**values)
+        except ValidationError as err:
+            raise ParamsError(f"invalid params: {_describe(err, section)}") from err
+
+    def _section(self, section: str) -> dict[str, Any]:
+        node: Any = self
+        for part in section.split("."):
+            node = getattr(node, part)
+        return node
 
     def hash(self) -> str:
         """A short stable hash of every parameter (lineage on models and reports)."""
@@ -182,15 +363,36 @@ class Params(_Frozen):
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
+def check_deferred(params: Params) -> None:
+    """Validate every deferred section (imports torch, scikit-learn and arch; a few seconds)."""
+    for section in _DEFERRED:
+        if section == "models.transformer" and "transformer" not in params.models.run:
+            continue
+        params.deferred(section)
+
+
+def check_model_files(params: Params, root: Path) -> None:
+    """Check files params point at (the Chronos checkpoint) relative to the project ``root``."""
+    if "chronos" in params.models.run:
+        section = resolve_checkpoint(params.models.chronos, root)
+        try:
+            check_checkpoint(section.checkpoint)
+        except ValueError as exc:
+            raise ParamsError(f"invalid params: models.chronos.checkpoint: {exc}") from exc
+
+
 class ParamsError(ValueError):
     """params.yaml is missing, unreadable or has a value of the wrong type or range."""
 
 
-def _describe(err: ValidationError) -> str:
+def _describe(err: ValidationError, prefix: str = "") -> str:
+    """``where: what`` of a validation error's first problem (``got`` for field errors)."""
     first = err.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "params"
-    got = first.get("input")
-    return f"{where}: {first['msg']} (got {got!r})"
+    where = ".".join([p for p in (prefix,) if p] + [str(p) for p in first["loc"]]) or "params"
+    message = str(first["msg"]).removeprefix("Value error, ")
+    if first["type"] == "value_error":
+        return f"{where}: {message}"
+    return f"{where}: {message} (got {first.get('input')!r})"
 
 
 def parse_params(raw: dict[str, Any]) -> Params:
@@ -210,4 +412,20 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise ParamsError(f"params file {path} is not valid YAML: {err}") from err
     if not isinstance(raw, dict):
         raise ParamsError(f"params file {path} must hold a mapping of sections")
-    return parse_params(raw)
+    params = parse_params(raw)
+    check_model_files(params, path.resolve().parent)
+    return params
+
+
+def deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``overlay``'s values merged in, mapping by mapping (lists are replaced).
+
+    Used to apply a params profile such as ``profiles/quick.yaml`` on top of ``params.yaml``.
+    """
+    out = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out

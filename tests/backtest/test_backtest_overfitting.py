@@ -105,3 +105,23 @@ def test_risk_of_ruin_cases():
     bets = np.array([0.1] * 5 + [-0.1] * 5)
     short, long_ = (risk_of_ruin(bets, 0.5, n_trades=k, n_sims=2000) for k in (20, 200))
     assert 0.0 < short < long_ < 1.0
+
+
+@pytest.mark.parametrize("metric", ["sharpe", "mean"])
+def test_pbo_from_block_sums_equals_scoring_the_rows(metric):
+    """The fast path (per-block sums) gives the same logits as scoring concatenated rows."""
+    rng = np.random.default_rng(7)
+    returns = rng.normal(0.0005, 0.01, size=(1203, 9))
+    returns[:, 3] = returns[:, 2]  # a duplicated trial: ties must be ranked the same way
+    returns[:, 5] = 0.0            # an always-flat trial: Sharpe 0
+    direct = {
+        "sharpe": lambda b: np.where(b.std(axis=0, ddof=1) > 0,
+                                     b.mean(axis=0) / np.where(b.std(axis=0, ddof=1) > 0,
+                                                               b.std(axis=0, ddof=1), 1), 0.0),
+        "mean": lambda b: b.mean(axis=0),
+    }[metric]
+    fast = probability_of_backtest_overfitting(returns, 10, metric)
+    slow = probability_of_backtest_overfitting(returns, 10, direct)
+    assert fast["n_splits"] == slow["n_splits"] == 252
+    np.testing.assert_allclose(fast["logits"], slow["logits"])
+    assert fast["pbo"] == slow["pbo"]

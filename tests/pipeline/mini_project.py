@@ -8,6 +8,8 @@ from pathlib import Path
 
 import yaml
 
+from candlecast.config import deep_merge
+
 ROWS = 3000
 SYMBOLS = ["BTC/USD", "ETH/USD"]
 
@@ -15,8 +17,12 @@ SYMBOLS = ["BTC/USD", "ETH/USD"]
 def make_mini_project(repo_root: Path, target: Path, overrides: dict | None = None) -> Path:
     """Copy the project's pipeline files into ``target`` with the first ``ROWS`` real candles."""
     target.mkdir(parents=True, exist_ok=True)
-    for name in ("dvc.yaml", ".dvcignore"):
+    for name in ("dvc.yaml", ".dvcignore", "pyproject.toml", "README.md", "requirements.lock"):
         shutil.copy(repo_root / name, target / name)
+    # the package stage: the BentoML service source (its outputs are written next to it)
+    (target / "bentos").mkdir()
+    for name in ("service.py", "bentofile.yaml", ".gitignore"):
+        shutil.copy(repo_root / "bentos" / name, target / "bentos" / name)
     for folder in ("feature_repo", "flows"):
         shutil.copytree(
             repo_root / folder, target / folder, ignore=shutil.ignore_patterns("__pycache__")
@@ -39,7 +45,11 @@ def make_mini_project(repo_root: Path, target: Path, overrides: dict | None = No
     params["ingest"]["symbols"] = SYMBOLS
     params["train"]["lightgbm"]["n_estimators"] = 60
     params["train"]["lightgbm"]["min_child_samples"] = 50
-    for section, values in (overrides or {}).items():
-        params[section].update(values)
+    # the model zoo runs the `quick` profile: the same code, sized for ROWS candles per series;
+    # by default only the two cheapest models (every zoo stage is a Prefect flow under
+    # `dvc repro`); tests of the zoo itself ask for all of them through `overrides`
+    params = deep_merge(params, yaml.safe_load((repo_root / "profiles" / "quick.yaml").read_text()))
+    params["models"]["run"] = ["baselines", "lightgbm"]
+    params = deep_merge(params, overrides or {})
     (target / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return target

@@ -6,11 +6,14 @@ import json
 import os
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 from mini_project import make_mini_project
+
+from candlecast.pipeline.prefect_server import local_prefect_server
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -23,6 +26,7 @@ def _env(cwd: Path) -> dict[str, str]:
     # on a loaded 2-core CI machine
     env["PREFECT_HOME"] = str(cwd / ".prefect")
     env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "300"
+    env["BENTOML_HOME"] = str(cwd / ".bentoml")  # the package stage's bento store
     return env
 
 
@@ -36,35 +40,60 @@ def _run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedP
 
 
 def test_dvc_repro_runs_every_stage_then_only_what_a_param_change_touches(tmp_path, repo_root):
-    project = make_mini_project(repo_root, tmp_path / "proj")
+    """`candlecast repro` (what `make run` calls) on a mini project: every stage in dependency
+    order, all through ONE local Prefect API server, then nothing on a rerun, then only what a
+    param change touches."""
+    # the zoo's models themselves are tested in test_zoo_pipeline.py; no Optuna study here
+    project = make_mini_project(
+        repo_root, tmp_path / "proj",
+        overrides={"models": {"lightgbm": {"tuning": {"enabled": False}}}},
+    )
     _run(["git", "init", "-q"], project)
     _run([str(BIN / "dvc"), "init", "-q"], project)
     _run([str(BIN / "dvc"), "config", "core.analytics", "false"], project)
+    with local_prefect_server(env=_env(project), log=tmp_path / "prefect.log") as url:
+        os.environ["PREFECT_API_URL"] = url
+        try:
+            _repro_then_param_change(project)
+        finally:
+            os.environ.pop("PREFECT_API_URL")
+        # every stage's flow ran against this one server: 13 stages, then the backtest again
+        request = urllib.request.Request(f"{url}/flow_runs/count", data=b"{}", method="POST",
+                                         headers={"content-type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert json.loads(response.read()) == 14
 
-    first = _run([str(BIN / "dvc"), "repro"], project)
-    for stage in (
-        "ingest",
-        "validate",
-        "features",
-        "feature-store",
-        "train",
-        "evaluate",
-        "backtest",
-    ):
+
+def _repro_then_param_change(project: Path) -> None:
+    first = _run([str(BIN / "candlecast"), "repro"], project)
+    assert "Prefect API server for this run" not in first.stderr  # $PREFECT_API_URL was used
+    stages = ["ingest", "validate", "features", "feature-store", "train", "evaluate", "regime",
+              "train-model@baselines", "train-model@lightgbm", "ensemble", "compare", "backtest",
+              "package"]
+    for stage in stages:
         assert f"Running stage '{stage}'" in first.stdout
+    # the backtest and the bento come after the ensemble they read
+    at = {stage: first.stdout.index(f"Running stage '{stage}'") for stage in stages}
+    assert at["ensemble"] < at["backtest"] and at["ensemble"] < at["package"]
+    package = json.loads((project / "models" / "bento" / "package.json").read_text())
+    assert package["model_version"] == "candlecast-ensemble/1"
+    assert package["model_source"] == "primary"
+    assert (project / ".bentoml" / "bentos" / "candlecast_signal").is_dir()
     metrics = json.loads(_run([str(BIN / "dvc"), "metrics", "show", "--json"], project).stdout)
     shown = json.dumps(metrics)
     assert "log_loss" in shown and "auc" in shown and "bad_fraction" in shown
 
-    again = _run([str(BIN / "dvc"), "repro"], project)
+    again = _run([str(BIN / "candlecast"), "repro"], project)
     assert "Running stage" not in again.stdout
 
     params = yaml.safe_load((project / "params.yaml").read_text())
-    params["evaluate"]["cost_bps"] = 25.0
+    params["backtest"]["band"] = 0.05
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    partial = _run([str(BIN / "dvc"), "repro"], project)
-    assert "Running stage 'evaluate'" in partial.stdout
-    for stage in ("ingest", "validate", "features", "feature-store", "train", "backtest"):
+    partial = _run([str(BIN / "candlecast"), "repro"], project)
+    assert "Running stage 'backtest'" in partial.stdout
+    for stage in ("ingest", "validate", "features", "feature-store", "train", "evaluate",
+                  "regime", "train-model@baselines", "train-model@lightgbm", "ensemble",
+                  "compare", "package"):
         assert f"Running stage '{stage}'" not in partial.stdout
     plots = _run([str(BIN / "dvc"), "plots", "show", "--json"], project)
     assert "calibration.csv" in plots.stdout
@@ -115,3 +144,14 @@ def test_prefect_flow_runs_the_ingest_stage_under_the_test_harness(tmp_path, rep
         sys.path.remove(str(project))
     assert result["source"] == "sample"
     assert set(result["series"]) == {"bitfinex:BTC/USD:30m", "bitfinex:ETH/USD:30m"}
+
+
+def test_repro_runs_the_stages_with_the_project_interpreter_first_on_path():
+    """`make run` calls `.venv/bin/candlecast repro` without activating the venv: the stages'
+    `python` must still be the project's interpreter."""
+    from candlecast.pipeline.prefect_server import command_env
+
+    env = command_env({"PATH": "/usr/bin:/bin"}, "http://127.0.0.1:1/api")
+    assert env["PATH"].split(os.pathsep)[0] == str(BIN)
+    assert env["PREFECT_API_URL"] == "http://127.0.0.1:1/api"
+    assert "PREFECT_API_URL" not in command_env({"PATH": "/bin"})

@@ -8,6 +8,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from mini_project import make_mini_project
 
 from candlecast.config import load_params
 from candlecast.data.store import CandleStore
@@ -20,11 +21,19 @@ from candlecast.pipeline.runner import STAGES, run_stage
 pytestmark = pytest.mark.slow
 
 
+HOLDOUT_BACKTEST = {"backtest": {"predictions": "models/lightgbm/predictions.parquet",
+                                  "model": "lightgbm", "n_trials": 1,
+                                  "run_info": "models/lightgbm/train_summary.json"}}
+
+
 @pytest.fixture(scope="module")
-def ran(mini_project):
-    paths = Paths(mini_project)
+def ran(tmp_path_factory, repo_root):
+    """The hold-out pipeline; the backtest replays the LightGBM hold-out test split (the zoo's
+    ensemble backtest is exercised in test_zoo_pipeline.py), no bento is built here."""
+    project = make_mini_project(repo_root, tmp_path_factory.mktemp("mini"), HOLDOUT_BACKTEST)
+    paths = Paths(project)
     params = load_params(paths.params)
-    results = {stage: run_stage(stage, params, paths) for stage in STAGES}
+    results = {stage: run_stage(stage, params, paths) for stage in STAGES if stage != "package"}
     return paths, params, results
 
 
@@ -137,7 +146,12 @@ def test_backtest_replays_test_period_signals_with_costs_beside_buy_and_hold(ran
         model = strategies["lightgbm"]
         if model["trade_count"]:
             assert model["costs_paid"]["total"] > 0 and model["costs_paid"]["fees"] > 0
-        assert strategies["overfitting"]["n_trials"] == params.backtest.n_trials
+        overfitting = strategies["overfitting"]
+        assert overfitting["n_trials"] == params.backtest.n_trials == 1
+        # the trial universe: the one model's predictions at every band, net of costs
+        bands = params.backtest.trial_bands
+        assert overfitting["trials"] == [f"lightgbm@band={b:g}" for b in bands]
+        assert 0.0 <= overfitting["pbo"] <= 1.0 and overfitting["pbo_splits"] == 12870
         folder = (
             paths.root / "reports" / "backtest" / series.key.replace("/", "-").replace(":", "_")
         )

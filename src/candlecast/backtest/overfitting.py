@@ -126,18 +126,54 @@ def probability_of_backtest_overfitting(
         raise ValueError(f"unknown metric {metric!r}; expected 'sharpe', 'mean' or a callable")
     blocks = np.array_split(np.arange(m.shape[0]), n_blocks)
     n_trials = m.shape[1]
+    splits = list(combinations(range(n_blocks), n_blocks // 2))
+    if metric in ("sharpe", "mean"):
+        is_scores, oos_scores = _split_scores_from_blocks(m, blocks, splits, metric)
+    else:
+        is_scores = np.empty((len(splits), n_trials))
+        oos_scores = np.empty((len(splits), n_trials))
+        for k, chosen in enumerate(splits):
+            rest = [b for b in range(n_blocks) if b not in chosen]
+            is_scores[k] = score(m[np.concatenate([blocks[b] for b in chosen])])
+            oos_scores[k] = score(m[np.concatenate([blocks[b] for b in rest])])
     logits = []
-    for chosen in combinations(range(n_blocks), n_blocks // 2):
-        rest = [b for b in range(n_blocks) if b not in chosen]
-        is_rows = np.concatenate([blocks[b] for b in chosen])
-        oos_rows = np.concatenate([blocks[b] for b in rest])
-        best = int(np.argmax(score(m[is_rows])))
-        oos = score(m[oos_rows])
+    for is_score, oos in zip(is_scores, oos_scores, strict=True):
+        best = int(np.argmax(is_score))
         rank = 1 + int(np.sum(oos < oos[best])) + 0.5 * int(np.sum(oos == oos[best]) - 1)
         omega = rank / (n_trials + 1)
         logits.append(math.log(omega / (1.0 - omega)))
     lam = np.asarray(logits)
     return {"pbo": float(np.mean(lam <= 0)), "logits": lam, "n_splits": len(lam)}
+
+
+def _split_scores_from_blocks(
+    m: np.ndarray, blocks: list[np.ndarray], splits: list[tuple[int, ...]], metric: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """In- and out-of-sample mean or Sharpe of every split from per-block sums (the same
+    numbers as scoring the concatenated rows, in O(splits x blocks x trials) instead of
+    O(splits x bars x trials)). Columns are centred first so the variance does not cancel."""
+    centre = m.mean(axis=0)
+    c = m - centre
+    counts = np.array([len(b) for b in blocks], dtype=float)
+    sums = np.stack([c[b].sum(axis=0) for b in blocks])          # blocks x trials
+    squares = np.stack([(c[b] ** 2).sum(axis=0) for b in blocks])
+    chosen = np.zeros((len(splits), len(blocks)))
+    for k, split in enumerate(splits):
+        chosen[k, list(split)] = 1.0
+
+    def scores(mask: np.ndarray) -> np.ndarray:
+        n = (mask @ counts)[:, None]
+        s, q = mask @ sums, mask @ squares
+        mean = centre + s / n
+        if metric == "mean":
+            return mean
+        var = np.maximum(q - s * s / n, 0.0) / (n - 1)
+        sd = np.sqrt(var)
+        tiny = 1e-12 * np.maximum(np.abs(mean), 1e-300)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(sd > tiny, mean / sd, 0.0)
+
+    return scores(chosen), scores(1.0 - chosen)
 
 
 def block_bootstrap(

@@ -1,4 +1,9 @@
-"""Dispatch a stage name to its stage function (imported lazily: stages have heavy imports)."""
+"""Dispatch a stage name to its stage function (imported lazily: stages have heavy imports).
+
+``STAGES`` is the hold-out pipeline (ingest .. evaluate, backtest); ``ZOO_STAGES`` the
+walk-forward model zoo. ``train-model`` is parametric: it runs one model of ``models.run`` by
+name (DVC runs it as ``train-model@<name>`` via ``foreach``).
+"""
 
 from __future__ import annotations
 
@@ -9,9 +14,15 @@ from typing import Any
 from candlecast.config import Params
 from candlecast.pipeline.paths import Paths
 
+ZOO_STAGES: tuple[str, ...] = ("regime", "train-model", "ensemble", "compare")
 STAGES: tuple[str, ...] = (
-    "ingest", "validate", "features", "feature-store", "train", "evaluate", "backtest"
+    "ingest", "validate", "features", "feature-store", "train", "evaluate", "backtest", "package"
 )
+#: the stages after the zoo (they read the ensemble's out-of-sample predictions / the champion)
+AFTER_ZOO: tuple[str, ...] = ("backtest", "package")
+ALL_STAGES: tuple[str, ...] = STAGES + ZOO_STAGES
+#: Stages that take one argument (the model name).
+PARAMETRIC_STAGES: frozenset[str] = frozenset({"train-model"})
 
 _FUNCTIONS = {
     "ingest": "candlecast.pipeline.ingest_stage:run_ingest",
@@ -20,16 +31,56 @@ _FUNCTIONS = {
     "feature-store": "candlecast.pipeline.feature_store_stage:run_feature_store",
     "train": "candlecast.pipeline.train_stage:run_train",
     "evaluate": "candlecast.pipeline.evaluate_stage:run_evaluate",
+    "regime": "candlecast.pipeline.regime_stage:run_regime",
+    "train-model": "candlecast.pipeline.zoo_stage:run_train_model",
+    "ensemble": "candlecast.pipeline.ensemble_stage:run_ensemble",
+    "compare": "candlecast.pipeline.compare_stage:run_compare",
     "backtest": "candlecast.pipeline.backtest_stage:run_backtest",
+    "package": "candlecast.pipeline.package_stage:run_package",
 }
 
 
-def stage_function(stage: str) -> Callable[[Params, Paths], dict[str, Any]]:
+def stage_function(stage: str) -> Callable[..., dict[str, Any]]:
     if stage not in _FUNCTIONS:
-        raise ValueError(f"unknown stage {stage!r}; expected one of {list(STAGES)}")
+        raise ValueError(f"unknown stage {stage!r}; expected one of {list(ALL_STAGES)}")
     module, name = _FUNCTIONS[stage].split(":")
     return getattr(importlib.import_module(module), name)
 
 
-def run_stage(stage: str, params: Params, paths: Paths) -> dict[str, Any]:
-    return stage_function(stage)(params, paths)
+def check_stage_argument(stage: str, arg: str | None, params: Params) -> None:
+    """A parametric stage needs a model name from ``models.run``; the others take none."""
+    if stage not in _FUNCTIONS:
+        raise ValueError(f"unknown stage {stage!r}; expected one of {list(ALL_STAGES)}")
+    if stage in PARAMETRIC_STAGES:
+        if arg is None:
+            raise ValueError(
+                f"stage {stage!r} needs a model name: one of {list(params.models.run)}"
+            )
+        if arg not in params.models.run:
+            raise ValueError(
+                f"stage {stage!r}: model {arg!r} is not in models.run {list(params.models.run)}"
+            )
+    elif arg is not None:
+        raise ValueError(f"stage {stage!r} takes no argument, got {arg!r}")
+
+
+def run_stage(stage: str, params: Params, paths: Paths, arg: str | None = None) -> dict[str, Any]:
+    check_stage_argument(stage, arg, params)
+    function = stage_function(stage)
+    if stage in PARAMETRIC_STAGES:
+        return function(params, paths, arg)
+    return function(params, paths)
+
+
+def zoo_plan(params: Params) -> list[tuple[str, str | None]]:
+    """The zoo stages in run order, one ``train-model`` per model of ``models.run``."""
+    plan: list[tuple[str, str | None]] = [("regime", None)]
+    plan += [("train-model", name) for name in params.models.run]
+    plan += [("ensemble", None), ("compare", None)]
+    return plan
+
+
+def pipeline_plan(params: Params) -> list[tuple[str, str | None]]:
+    """Every stage in ``dvc repro`` order."""
+    before = [(stage, None) for stage in STAGES if stage not in AFTER_ZOO]
+    return before + zoo_plan(params) + [(stage, None) for stage in AFTER_ZOO]

@@ -108,6 +108,9 @@ def run_train(params: Params, paths: Paths) -> dict[str, object]:
             signature=signature,
             input_example=example,
             registered_model_name=params.mlflow.registered_model,
+            # pinned from the running environment: MLflow's inference would load the model in a
+            # subprocess to discover them (tens of seconds on a busy machine)
+            pip_requirements=_pip_requirements(),
         )
         mlflow.log_dict({"features": names}, "feature_list.json")
         fit.model.booster_.save_model(str(out_dir / "model.txt"), num_iteration=fit.best_iteration)
@@ -159,3 +162,10 @@ def _predictions(
 
 def _write_json(path: Path, payload: dict) -> None:
     path.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def _pip_requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}"
+            for name in ("mlflow", "lightgbm", "scikit-learn", "pandas", "numpy", "scipy")]
