@@ -100,13 +100,24 @@ def test_sigkill_mid_replay_then_restart_matches_backtest(tmp_path, btc_30m):
 
 
 def _child_cli(args: list[str], out_path) -> None:  # runs in a forked process
+    """Run the CLI and exit with the status click chose. ``os._exit``: the fork inherits the
+    pytest worker's state (e.g. multiprocessing finalizers registered by earlier tests), which
+    must not run, or fail, in this child."""
+    code = 1
     with open(out_path, "w") as out:
         sys.stdout = out  # pytest's capture object otherwise
         sys.stderr = out  # the error line of a failed run, for the assertion message
         try:
-            trade_app(args)  # click exits the process with the command's status
+            trade_app(args)  # click raises SystemExit with the command's status
+        except SystemExit as done:
+            code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+        except BaseException:
+            import traceback
+
+            traceback.print_exc(file=out)
         finally:
             out.flush()
+    os._exit(code)
 
 
 def test_cli_sigterm_finishes_the_candle_and_exits_0(tmp_path, btc_30m):
