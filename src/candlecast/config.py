@@ -24,6 +24,7 @@ from candlecast.data.schema import SeriesId, timeframe_to_timedelta
 from candlecast.features import FeatureConfig, LabelConfig
 from candlecast.models.baselines import BaselineConfig
 from candlecast.models.chronos_config import ChronosConfig, check_checkpoint
+from candlecast.models.lightgbm_model import LightGBMHyperparams
 from candlecast.models.registry import (
     MODEL_NAMES,
     LightGBMZooConfig,
@@ -129,16 +130,8 @@ class SplitParams(_Frozen):
         return self
 
 
-class LightGBMParams(_Frozen):
-    n_estimators: int = Field(default=400, ge=1)
-    learning_rate: float = Field(default=0.03, gt=0, le=1)
-    num_leaves: int = Field(default=15, ge=2)
-    min_child_samples: int = Field(default=200, ge=1)
-    subsample: float = Field(default=0.8, gt=0, le=1)
-    subsample_freq: int = Field(default=1, ge=0)
-    colsample_bytree: float = Field(default=0.8, gt=0, le=1)
-    reg_lambda: float = Field(default=1.0, ge=0)
-    early_stopping_rounds: int = Field(default=50, ge=1)
+#: the hold-out model's booster settings (``train.lightgbm``): the zoo model's hyperparameters
+LightGBMParams = LightGBMHyperparams
 
 
 class TrainParams(_Frozen):

@@ -21,8 +21,8 @@ from pydantic import ValidationError  # noqa: E402
 
 from candlecast.models.base import DirectionModel, NotFittedError, ReturnQuantileModel  # noqa: E402
 from candlecast.models.chronos_config import ChronosConfig, check_checkpoint  # noqa: E402
-from candlecast.models.chronos_model import (  # noqa: E402
-    ChronosDirectionModel,
+from candlecast.models.chronos_model import ChronosDirectionModel  # noqa: E402
+from candlecast.models.quantiles import (  # noqa: E402
     interpolate_quantiles,
     prob_up_from_quantiles,
 )

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,7 +35,13 @@ from candlecast.models.base import (
     quantile_column,
     require_columns,
 )
-from candlecast.models.chronos_config import CheckpointSource, ChronosConfig, check_checkpoint
+from candlecast.models.chronos_config import ChronosConfig, check_checkpoint
+from candlecast.models.chronos_pipeline import (
+    _quiet_transformers,
+    build_scratch_pipeline,
+    load_pipeline,
+)
+from candlecast.models.quantiles import interpolate_quantiles, prob_up_from_quantiles
 from candlecast.models.sequence_windows import (
     gather_windows,
     last_window,
@@ -47,145 +52,6 @@ from candlecast.models.sequence_windows import (
 
 _CONFIG_FILE = "candlecast_chronos.json"
 _WEIGHTS_DIR = "pipeline"
-
-
-# --------------------------------------------------------------------------- quantile maths
-
-
-def _sorted_knots(levels: Sequence[float], values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    tau = np.asarray(levels, dtype=np.float64)
-    vals = np.asarray(values, dtype=np.float64)
-    if vals.ndim != 2 or vals.shape[1] != len(tau):
-        raise ValueError(f"quantile values must have shape (n, {len(tau)}), got {vals.shape}")
-    if np.isnan(vals).any():
-        bad = int(np.isnan(vals).any(axis=1).sum())
-        raise ValueError(f"quantile forecast has NaN values in {bad} rows")
-    # Monotone rearrangement: a forecast with crossing quantiles is read as its sorted values.
-    return tau, np.sort(vals, axis=1)
-
-
-def prob_up_from_quantiles(
-    levels: Sequence[float], values: np.ndarray, threshold: float = 0.0
-) -> np.ndarray:
-    """``P(return > threshold)`` per row from quantile forecasts ``values`` (n, len(levels)).
-
-    ``F`` interpolates linearly between the knots ``(values[:, k], levels[k])``; below the first
-    knot it is ``levels[0]`` and above the last ``levels[-1]`` (no tail extrapolation, so the
-    answer stays within ``[1 - levels[-1], 1 - levels[0]]``). If the threshold equals a run of
-    tied knots, ``F`` is the midpoint of their levels.
-    """
-    tau, vals = _sorted_knots(levels, values)
-    n, k = vals.shape
-    below = (vals < threshold).sum(axis=1)
-    at_or_below = (vals <= threshold).sum(axis=1)
-    cdf = np.empty(n, dtype=np.float64)
-    tie = at_or_below > below
-    cdf[tie] = (tau[below[tie]] + tau[at_or_below[tie] - 1]) / 2.0
-    first = ~tie & (below == 0)
-    last = ~tie & (below == k)
-    cdf[first] = tau[0]
-    cdf[last] = tau[-1]
-    inner = ~tie & ~first & ~last
-    rows = np.flatnonzero(inner)
-    hi = below[inner]
-    v_lo, v_hi = vals[rows, hi - 1], vals[rows, hi]
-    cdf[inner] = tau[hi - 1] + (tau[hi] - tau[hi - 1]) * (threshold - v_lo) / (v_hi - v_lo)
-    return 1.0 - cdf
-
-
-def interpolate_quantiles(
-    levels: Sequence[float], values: np.ndarray, query: Sequence[float]
-) -> np.ndarray:
-    """Values at ``query`` levels (n, len(query)), linear between knots, clamped outside."""
-    tau, vals = _sorted_knots(levels, values)
-    out = np.empty((len(vals), len(query)), dtype=np.float64)
-    for j, q in enumerate(query):
-        if not 0.0 < q < 1.0:
-            raise ValueError(f"quantile level must be in (0, 1), got {q}")
-        hi = int(np.clip(np.searchsorted(tau, q), 1, len(tau) - 1))
-        w = float(np.clip((q - tau[hi - 1]) / (tau[hi] - tau[hi - 1]), 0.0, 1.0))
-        out[:, j] = (1.0 - w) * vals[:, hi - 1] + w * vals[:, hi]
-    return out
-
-
-# --------------------------------------------------------------------------- pipelines
-
-
-def build_scratch_pipeline(config: ChronosConfig) -> Any:
-    """A fresh, seeded, untrained Chronos-2 pipeline built from ``config`` (no download)."""
-    from chronos.chronos2 import Chronos2CoreConfig, Chronos2Model, Chronos2Pipeline
-
-    core = Chronos2CoreConfig(
-        d_model=config.d_model,
-        d_kv=config.d_kv,
-        d_ff=config.d_ff,
-        num_layers=config.num_layers,
-        num_heads=config.num_heads,
-        dropout_rate=config.dropout,
-        initializer_factor=config.initializer_factor,
-        chronos_config={
-            "context_length": config.context_length,
-            "input_patch_size": config.patch_size,
-            "input_patch_stride": config.patch_size,
-            "output_patch_size": config.patch_size,
-            "quantiles": list(config.quantile_levels),
-            "use_reg_token": True,
-            "use_arcsinh": True,
-            "max_output_patches": max(1, -(-config.horizon // config.patch_size)),
-        },
-        chronos_pipeline_class="Chronos2Pipeline",
-        architectures=["Chronos2Model"],
-    )
-    torch.manual_seed(config.seed)
-    model = Chronos2Model(core).eval()
-    return Chronos2Pipeline(model)
-
-
-def load_pipeline(source: CheckpointSource) -> Any:
-    """Load a Chronos pipeline (Chronos-2, Bolt or original) from a local dir or a hub id.
-
-    Local directories are read with ``local_files_only=True``; a hub id downloads unless the
-    environment is offline (``HF_HUB_OFFLINE=1``) and then must already be in the HF cache.
-    """
-    from chronos import BaseChronosPipeline
-
-    if source.location is None:
-        raise ValueError("load_pipeline needs a local path or hub id, not the scratch source")
-    kwargs: dict[str, Any] = {"dtype": torch.float32}
-    if source.kind == "local":
-        kwargs["local_files_only"] = True
-    try:
-        with _quiet_transformers(show=False):
-            pipeline = BaseChronosPipeline.from_pretrained(source.location, **kwargs)
-    except (OSError, ValueError, AssertionError) as exc:
-        raise ValueError(
-            f"could not load Chronos checkpoint {source.location!r} ({source.kind}): {exc}"
-        ) from exc
-    pipeline.model.eval()
-    return pipeline
-
-
-@contextmanager
-def _quiet_transformers(show: bool) -> Iterator[None]:
-    """Silence transformers' progress bars, info logs and user warnings unless ``show``."""
-    if show:
-        yield
-        return
-    from transformers.utils import logging as hf_logging
-
-    verbosity = hf_logging.get_verbosity()
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            warnings.simplefilter("ignore", FutureWarning)
-            yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
 
 
 def _rolling_sum(values: np.ndarray, width: int) -> np.ndarray:

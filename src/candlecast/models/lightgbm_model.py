@@ -41,8 +41,9 @@ _CONFIG_FILE = "lightgbm_model.json"
 _BOOSTER_FILE = "booster.txt"
 
 
-class LightGBMModelConfig(BaseModel):
-    """Hyperparameters, the inner split and the data layout of the LightGBM direction model."""
+class LightGBMHyperparams(BaseModel):
+    """The booster's hyperparameters and early stopping, shared by the hold-out ``train`` stage
+    (``train.lightgbm``) and the zoo's LightGBM (``models.lightgbm``)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -55,6 +56,11 @@ class LightGBMModelConfig(BaseModel):
     colsample_bytree: float = Field(default=0.8, gt=0, le=1)
     reg_lambda: float = Field(default=1.0, ge=0)
     early_stopping_rounds: int = Field(default=50, ge=1)
+
+
+class LightGBMModelConfig(LightGBMHyperparams):
+    """Hyperparameters, the inner split and the data layout of the LightGBM direction model."""
+
     #: share of the training part's distinct timestamps used for early stopping (the latest).
     val_fraction: float = Field(default=0.2, gt=0, lt=0.5)
     #: label horizon in time steps: inner-training rows within it of the validation block are

@@ -63,7 +63,7 @@ def chronos_rows(model: Any, X: pd.DataFrame, rows: np.ndarray) -> tuple[np.ndar
     import torch
     from chronos.chronos2 import Chronos2Pipeline
 
-    from candlecast.models.chronos_model import interpolate_quantiles, prob_up_from_quantiles
+    from candlecast.models.quantiles import interpolate_quantiles, prob_up_from_quantiles
 
     pipeline = model.pipeline
     if not isinstance(pipeline, Chronos2Pipeline):
@@ -283,12 +283,9 @@ class ZooEnsemble:
             MomentumModel,
             PersistenceModel,
         )
-        from candlecast.models.chronos_model import (
-            ChronosDirectionModel,
-            interpolate_quantiles,
-            prob_up_from_quantiles,
-        )
+        from candlecast.models.chronos_model import ChronosDirectionModel
         from candlecast.models.lightgbm_model import LightGBMDirectionModel
+        from candlecast.models.quantiles import interpolate_quantiles, prob_up_from_quantiles
         from candlecast.models.transformer import TransformerDirectionModel
 
         index = self._column_index()

@@ -40,6 +40,7 @@ from candlecast.trading.feast_sink import FeatureSink
 from candlecast.trading.feeds import END, IDLE, CandleFeed, Tick
 from candlecast.trading.ops import StopFlag, read_flag_file
 from candlecast.trading.persist import fingerprint, load_session, new_session, save_session
+from candlecast.trading.reconcile import reconcile_with_exchange
 from candlecast.trading.signals import Signal, SignalClient, fetch_fresh_signal
 from candlecast.trading.store import StateStore
 
@@ -152,42 +153,9 @@ class Trader:
 
     # ------------------------------------------------------------------ live start-up
     def reconcile(self) -> list[str]:
-        """Live only: resolve working orders, book their fills, adopt the exchange's balances."""
-        start = getattr(self.broker, "start", None)
-        if start is None:
-            return []
-        start(list(self.config.symbols))
-        notes = self.broker.reconcile(self.books)  # type: ignore[attr-defined]
-        with self._tx():
-            for book in self.books.values():  # fills made while we were away
-                if book.pending and book.last_ts is not None and self.risk_state is not None:
-                    bar = Bar(book.last_ts + self.step_ns, book.last_close, book.last_close,
-                              book.last_close, book.last_close, 0.0)
-                    for fill in self.broker.open_fills(book, bar):
-                        self._apply_fill(book, fill, book.order_atr)
-                    self.broker.settle(book)
-            snap_ = self.broker.account(list(self.config.symbols))  # type: ignore[attr-defined]
-            if not math.isclose(snap_.cash, self.account.cash, rel_tol=1e-9, abs_tol=1e-9):
-                self._event("reconcile", f"cash {self.account.cash:.10g} -> exchange "
-                            f"{snap_.cash:.10g}")
-            self.account.cash = snap_.cash
-            for sym, qty in snap_.positions.items():
-                book = self.books[sym]
-                if not math.isclose(qty, book.pos, rel_tol=1e-9, abs_tol=1e-12):
-                    self._event("reconcile", f"{sym}: position {book.pos:.10g} -> exchange "
-                                f"{qty:.10g}")
-                    self._adopt_position(book, qty)
-            self._finish_orders(max((b.last_ts or 0) for b in self.books.values()))
-            self._save()
-        return list(notes)
-
-    def _adopt_position(self, book: SymbolBook, qty: float) -> None:
-        delta = qty - book.pos
-        book.pos = qty
-        if self.risk_state is not None and math.isfinite(book.last_close):
-            self.risk_state, _ = self.engine.on_fill(
-                self.risk_state, book.symbol, 1 if delta > 0 else -1, abs(delta),
-                book.last_close, 0.0, book.last_ts or 0)
+        """Live only: resolve working orders, book their fills, adopt the exchange's balances
+        (:func:`candlecast.trading.reconcile.reconcile_with_exchange`)."""
+        return reconcile_with_exchange(self)
 
     # ------------------------------------------------------------------ the loop
     def run(self, max_ticks: int | None = None) -> RunSummary:
