@@ -119,6 +119,11 @@ def main() -> None:
     latency["ensemble"] = {"context_rows": ensemble.window_rows, "single": last}
     latency["ensemble_all_rows"] = {"context_rows": ensemble.window_rows, "single": every,
                                     "rows": len(window)}
+    # as the signal service runs it: members prepared for one-row calls (Chronos-2 traced)
+    accelerated = ensemble.accelerate()
+    traced = percentiles(lambda: ensemble.predict(window, rows="last"), args.repeats)
+    latency["ensemble_accelerated"] = {"context_rows": ensemble.window_rows, "single": traced,
+                                       "accelerated": accelerated}
 
     pyfunc_stats = None
     try:
@@ -147,6 +152,7 @@ def main() -> None:
         "target_ensemble_single_row_p99_ms": TARGET_MS,
         "ensemble_single_row_p99_ms": last["p99_ms"],
         "meets_target": last["p99_ms"] < TARGET_MS,
+        "ensemble_accelerated_single_row_p99_ms": traced["p99_ms"],
         "training": training.to_dict(orient="records"),
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
@@ -164,7 +170,8 @@ def main() -> None:
               f"{'' if batch is None else f'{batch:.4f}'} |")
     print(f"\nensemble single-row p99 {last['p99_ms']:.1f} ms (target < {TARGET_MS:.0f} ms): "
           f"{'met' if result['meets_target'] else 'NOT met'}; last-row path / all-rows path = "
-          f"{result['ratio_last_row_to_all_rows']:.2f}")
+          f"{result['ratio_last_row_to_all_rows']:.2f}; as served (accelerated: "
+          f"{', '.join(accelerated) or 'none'}) p99 {traced['p99_ms']:.1f} ms")
     summary = training.groupby("model")[["fit_s", "predict_s"]].agg(["mean", "max"]).round(1)
     print("\ntraining time per fold (seconds, from the dvc repro run):")
     print(summary.to_string())

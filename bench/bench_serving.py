@@ -26,6 +26,10 @@ What runs, all over 127.0.0.1 in the same run:
 * then a **fresh online row** (the next candle's real features, written as the trader writes
   them) and ``/signal`` is checked to answer ``status: ok`` with ``prob_up`` in (0, 1) from the
   ensemble before anything is timed; every timed answer is checked the same way.
+* ``/signal`` at concurrency 1 is reported twice against its p99 target: the load generator's
+  repeated request (the same online row each time: after the first, the service's answer
+  cache; the Feast read, staleness check and window still run) and the trader's calls (a new
+  candle before every request: the whole ensemble runs).
 * **load**: a small keep-alive HTTP/1.1 client on raw sockets (so the client's own cost is a
   few microseconds), bounded in requests and seconds per measurement; concurrency 1 (latency)
   and 8 (throughput, one connection per thread); trivial and ours interleaved, two rounds, so
@@ -41,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import hashlib
 import json
 import os
@@ -81,6 +86,9 @@ class Trivial:
 '''
 TARGETS = {"signal_p99_c1_ms": 15.0, "signal_c8_throughput_vs_trivial": 0.5,
            "trader_p99_ms": 50.0}
+#: the ``/signal`` p99 target applies to both: a repeated request (its exact model input
+#: answered before: the answer cache) and a new candle before every request (the trader's
+#: calls: Feast read, window, the whole ensemble)
 
 
 # ----------------------------------------------------------------------------- the served model
@@ -538,9 +546,12 @@ def run_trader(params: Any, candles: Any, service_url: str, ticks: int, workdir:
                           signals=signals, feature_sink=sink)
     build_s = time.perf_counter() - t0
     try:
+        gc.collect()
+        gc.freeze()  # as `candlecast trade run` does before its session
         t0 = time.perf_counter()
         summary = trader.run()
         run_s = time.perf_counter() - t0
+        gc.unfreeze()
         bars = trader.store.frame("bars")
         fills = trader.store.frame("fills")
         events = trader.store.frame("events")
@@ -629,6 +640,9 @@ def markdown(r: dict[str, Any]) -> str:
         f"| p99 < 15 ms: {ok(r['targets_met']['signal_p99_c1'])} |",
         f"| ... of which in the service's handler (mean, Prometheus) | "
         f"{ms(mean_of(s['c1']['handler_mean_ms_by_round']))} | | | |",
+        f"| `/signal` c=1, a new candle before every request (the trader's calls), p50 / p99 | "
+        f"{ms(tr['signal_call']['p50_ms'])} / {ms(tr['signal_call']['p99_ms'])} | | | "
+        f"p99 < 15 ms: {ok(r['targets_met']['signal_p99_c1_new_candle'])} |",
         f"| `/signal` c=1 throughput | {s['c1']['throughput_rps']:.0f} req/s | "
         f"{t['c1']['throughput_rps']:.0f} req/s | {ratio['signal_c1_throughput']:.2f} | |",
         f"| `/signal` c=8 throughput (p50 / p99) | {s['c8']['throughput_rps']:.0f} req/s "
@@ -643,8 +657,10 @@ def markdown(r: dict[str, Any]) -> str:
         f"| trader candle -> order committed, {tr['ticks']} ticks, p50 / p99 / max | "
         f"{ms(tr['latency']['p50_ms'])} / {ms(tr['latency']['p99_ms'])} / "
         f"{ms(tr['latency']['max_ms'])} | | | p99 < 50 ms: {ok(r['targets_met']['trader_p99'])} |",
-        f"| ... of which `/signal` call (httpx) p50 / p99 | {ms(tr['signal_call']['p50_ms'])} / "
-        f"{ms(tr['signal_call']['p99_ms'])} | | | |",
+        f"| ... of which `/signal` call (httpx; the row above) p50 / p99 | "
+        f"{ms(tr['signal_call']['p50_ms'])} / {ms(tr['signal_call']['p99_ms'])} | | | |",
+        f"| ... ... in the service's handler (mean, Prometheus) | "
+        f"{ms(tr.get('service_handler_mean_ms'))} | | | |",
         f"| ... Feast online write p50 / p99 | {ms(tr['feast_write']['p50_ms'])} / "
         f"{ms(tr['feast_write']['p99_ms'])} | | | |",
         f"| ... features + risk + SQLite commit p50 / p99 | "
@@ -784,7 +800,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         # the trader end to end (fills the service's window with consecutive real rows)
         print(f"trader: replaying {ticks} candles against {ours.url}/signal ...", flush=True)
+        before = handler_seconds(ours.url)
         trader = run_trader(params, candles, ours.url, ticks, work, model_version)
+        trader["service_handler_mean_ms"] = handler_mean_ms(before, handler_seconds(ours.url),
+                                                            "signal")
         if trader["problems"]:
             raise RuntimeError(f"trader run: {trader['problems']}")
         base_trader = None
@@ -870,6 +889,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "targets": TARGETS,
         "targets_met": {
             "signal_p99_c1": s1["p99_ms"] < TARGETS["signal_p99_c1_ms"],
+            "signal_p99_c1_new_candle": trader["signal_call"]["p99_ms"]
+            < TARGETS["signal_p99_c1_ms"],
             "signal_c8_throughput": s8["throughput_rps"] / t8["throughput_rps"]
             >= TARGETS["signal_c8_throughput_vs_trivial"],
             "trader_p99": trader["latency"]["p99_ms"] < TARGETS["trader_p99_ms"],
@@ -896,6 +917,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "ready_s": ours.ready_s, "trivial_ready_s": trivial.ready_s,
             "fresh_row_close": fresh + "Z", "max_feature_age_bars": config.max_feature_age_bars,
             "zoo": MODELS, "workers": 1,
+            "accelerated_models": meta.get("accelerated_models"),
             "candlecast_request_duration_series": sum(
                 line.startswith("candlecast_request_duration_seconds_count")
                 for line in metrics_text.splitlines()),

@@ -1,6 +1,7 @@
 """candlecast signal service (BentoML 1.4): a thin shell around ``candlecast.serving``.
 
-Routes: ``POST /signal`` (latest Feast features -> signal), ``POST /predict`` (candles in the
+Routes: ``POST /signal`` (latest Feast features -> signal; async: a request whose model input
+was answered before is answered on the event loop, new model work runs in a worker thread), ``POST /predict`` (candles in the
 request -> signal), ``POST``/``GET /metadata`` (lineage), ``POST /reload`` (pick up a new
 champion without dropping requests), plus BentoML's ``/livez``,
 ``/readyz`` (ready once the model is loaded), ``/metrics`` and the OpenAPI page at ``/``
@@ -18,6 +19,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import anyio
 import bentoml
 from starlette.responses import JSONResponse
 
@@ -47,7 +49,8 @@ class SignalService:
 
         config = load_serving_config(os.environ, default_dir=Path(__file__).resolve().parent)
         GUARD.max_body_bytes = config.max_body_bytes
-        self.server = SignalServer(config)
+        self.server = SignalServer(config, freeze_gc=True)
+        self._model_limiter = anyio.CapacityLimiter(1)
         self.server.start_loading()
 
     def __is_ready__(self) -> bool:
@@ -58,12 +61,17 @@ class SignalService:
         self.server.stop()
 
     @bentoml.api(input_spec=SeriesRequest, output_spec=SignalResponse)
-    def signal(self, exchange: str, symbol: str, timeframe: str) -> SignalResponse:
+    async def signal(self, exchange: str, symbol: str, timeframe: str) -> SignalResponse:
         """The latest online features of the series (Feast) -> signal; 'stale' refuses."""
         request = SeriesRequest.model_construct(
             exchange=exchange, symbol=symbol, timeframe=timeframe
         )
-        return _respond(self.server.handle("signal", request))  # type: ignore[return-value]
+        # the Feast read, window and answer cache on the event loop (about a millisecond);
+        # the model, when the input is new, in a worker thread, one at a time
+        call = self.server.begin("signal", request)
+        if call.pending:
+            await anyio.to_thread.run_sync(call.run, limiter=self._model_limiter)
+        return _respond(self.server.finish(call))  # type: ignore[return-value]
 
     @bentoml.api(input_spec=PredictRequest, output_spec=SignalResponse)
     def predict(

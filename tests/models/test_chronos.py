@@ -400,3 +400,34 @@ def test_on_real_btc_the_forecast_is_humble_and_its_spread_tracks_volatility(btc
     # volatility clusters: a wider forecast should come before bigger absolute moves
     rank_corr = forecast.loc[ok, "spread"].corr(test.loc[ok, "next_ret"].abs(), method="spearman")
     assert rank_corr > 0.1
+
+
+def test_traced_network_is_used_only_if_it_matches_eager_mode(monkeypatch):
+    """``accelerate`` keeps eager mode when the trace disagrees on a probe context, and a new
+    ``fit`` drops a trace (new weights)."""
+    import torch
+
+    from candlecast.models import chronos_pipeline
+
+    test = ar1_frame(300, -0.6, 13)
+    model = ChronosDirectionModel(ChronosConfig(checkpoint=str(ASSET), finetune=False, min_past=8))
+    model.fit(test.iloc[:10], labels(test.iloc[:10]))
+    expected = model.predict_proba_up(test)
+    assert model.accelerate() and model._traced is not None
+    context = model.latest_context(test["logret_1"].to_numpy(), None)
+    _, eager = model.quantiles_of(context)
+    real_trace = torch.jit.trace
+
+    def off_by_a_little(module, example, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        traced = real_trace(module, example, **kwargs)
+        return lambda *args: traced(*args) + 1e-3
+
+    monkeypatch.setattr(chronos_pipeline.torch.jit, "trace", off_by_a_little)
+    assert not model.accelerate() and model._traced is None
+    monkeypatch.undo()
+    _, again = model.quantiles_of(context)
+    np.testing.assert_array_equal(again, eager)
+    assert model.accelerate()
+    model.fit(test.iloc[:10], labels(test.iloc[:10]))
+    assert model._traced is None
+    np.testing.assert_array_equal(model.predict_proba_up(test), expected)

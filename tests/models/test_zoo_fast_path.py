@@ -173,3 +173,34 @@ def test_predict_last_takes_arrays_and_checks_them(zoo):
         ensemble.predict_last(key, ns[::-1], values[::-1])
     with pytest.raises(ValueError, match="shape"):
         ensemble.predict_last(key, ns, values[:, 1:])
+
+
+def test_accelerated_ensemble_answers_as_eager_mode_through_the_traced_network(zoo, monkeypatch):
+    """``accelerate`` traces Chronos-2 for one context; every answer stays what eager mode
+    gives (float32 rounding at most), and single contexts really go through the trace."""
+    from candlecast.models import chronos_model
+
+    ensemble, test = zoo
+    windows = _windows(test)
+    series = [str(w["series_id"].iloc[-1]) for w in windows]
+    arrays = [(pd.DatetimeIndex(w["event_timestamp"]).as_unit("ns").asi8,
+               w[ensemble.feature_columns].to_numpy(dtype=np.float64)) for w in windows]
+    eager = [ensemble.predict_last(s, ns, v) for s, (ns, v) in zip(series, arrays, strict=True)]
+    chronos = ensemble.base["chronos"]
+    try:
+        assert ensemble.accelerate() == ["chronos"] and chronos._traced is not None
+
+        def no_eager(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            raise AssertionError("a single context went through eager mode")
+
+        monkeypatch.setattr(chronos_model, "eager_quantiles", no_eager)
+        fast = [ensemble.predict_last(s, ns, v) for s, (ns, v) in zip(series, arrays,
+                                                                       strict=True)]
+    finally:
+        chronos._traced = None  # the module's other tests use eager mode
+    assert sum(np.isfinite(a["chronos_spread"]) for a in eager) > 30
+    for slow, quick in zip(eager, fast, strict=True):
+        assert slow.keys() == quick.keys()
+        for key in slow:
+            np.testing.assert_allclose(quick[key], slow[key], rtol=1e-6, atol=1e-9,
+                                       err_msg=key)

@@ -141,6 +141,19 @@ def test_window_cache_appends_trims_and_keeps_holes():
     assert cache.update(OnlineRow("new", T0, {"x": 1.0}), STEP)["x"].tolist() == [1.0]
 
 
+def test_window_cache_arrays_are_the_frames_values():
+    frames, arrays = WindowCache(4, ["x"]), WindowCache(4, ["x"])
+    history = {"s": pd.concat([_row(i, float(i)).frame(["x"]) for i in range(6)],
+                              ignore_index=True)}
+    frames.prime(history)
+    arrays.prime(history)
+    for i, value in [(6, 6.0), (8, 8.0), (8, 8.5), (6, 6.0), (9, 9.0), (20, 1.0)]:
+        frame = frames.update(_row(i, value), STEP)
+        ns, values = arrays.update_arrays(_row(i, value), STEP)
+        assert ns.tolist() == frame["event_timestamp"].astype("int64").tolist()
+        assert values[:, 0].tolist() == frame["x"].tolist()
+
+
 def test_serving_config_file_and_environment(tmp_path):
     folder = tmp_path / "bento"
     folder.mkdir()

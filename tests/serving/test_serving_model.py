@@ -232,6 +232,10 @@ def test_ensemble_is_called_directly_with_the_pyfunc_answer(tmp_path):
             rows = series.iloc[end - 90:end]  # more rows than the window: the last 64 used
             direct = model.predict(rows)
             assert direct == through_mlflow.predict(rows)
+            # the service's array path: the window cache's arrays in feature_columns order
+            ns = pd.DatetimeIndex(rows["event_timestamp"]).as_unit("ns").asi8
+            assert model.predict_window(str(rows["series_id"].iloc[-1]), ns, rows[list(
+                model.feature_columns)].to_numpy(dtype="float64")) == direct
             old = parse_output(ensemble._predict_frame(
                 naive_utc(rows.tail(64).reset_index(drop=True), "event_timestamp"), "last"))
             assert direct.prob_up == old.prob_up and direct.confidence == old.confidence
@@ -257,3 +261,67 @@ def test_answer_cache_hits_only_the_same_input_and_a_reload_starts_empty(tmp_pat
     assert model.answers.misses == 3
     reloaded = load_signal_model(str(tmp_path / "model"), [], [])
     assert reloaded.predict(rows) == first and reloaded.answers.misses == 1
+
+
+def test_direct_online_read_is_the_feature_service_read(serving_env):
+    """``FeastReader`` reads through the provider's online_read by default: the same row as
+    Feast's ``get_online_features`` of the feature service, and None for an unknown series."""
+    from candlecast.serving.online import FeastReader
+
+    repo = serving_env.root / "feature_repo"
+    direct = FeastReader(repo, "direction_model_v1", "candle_features")
+    service = FeastReader(repo, "direction_model_v1", "candle_features", direct=False)
+    for key in (FRESH, "bitfinex:ETH/USD:30m"):
+        row = direct.latest(key)
+        assert row is not None and row == service.latest(key)
+        assert len(row.values) == len(service.columns) and row.event_timestamp.tz is not None
+    assert direct.latest("bitfinex:XRP/USD:30m") is None
+    assert service.latest("bitfinex:XRP/USD:30m") is None
+
+
+def test_signal_in_two_steps_answers_a_known_input_without_model_work(serving_env, tmp_path):
+    """``begin`` reads Feast and the answer cache; a new model input is left to ``run`` (the
+    service's worker thread), the same input again is answered by ``begin`` itself, and both
+    answers equal ``handle``'s one-step answer."""
+    _small_zoo_pyfunc(tmp_path)
+    server = _loaded(_config(serving_env, model_uri=str(tmp_path / "model"),
+                             fallback_model_uris=()))
+    close = pd.Timestamp(serving_env.fresh_features["event_timestamp"].iloc[-1])
+    server.clock = lambda: close
+    try:
+        assert server.model.direct and server.window is not None
+        first = server.begin("signal", BTC)
+        assert first.pending
+        with pytest.raises(RuntimeError, match="before"):
+            server.finish(first)
+        first.run()
+        answer = server.finish(first)
+        assert answer.status == "ok" and 0 < answer.prob_up < 1
+        second = server.begin("signal", BTC)
+        assert not second.pending and server.finish(second) == answer
+        assert server.handle("signal", BTC) == answer
+        assert (server.model.answers.hits, server.model.answers.misses) == (2, 1)
+        unknown = server.begin("signal", SeriesRequest(exchange="bitfinex", symbol="XRP/USD",
+                                                       timeframe="30m"))
+        assert not unknown.pending and server.finish(unknown).status == 404
+    finally:
+        server.stop()
+
+
+def test_service_freezes_the_loaded_stack_out_of_the_collector(serving_env):
+    """With ``freeze_gc`` (as ``bentos/service.py`` builds it) a load ends with the objects
+    alive in the collector's permanent generation; a plain in-process server leaves gc alone."""
+    import gc
+
+    gc.unfreeze()
+    plain = _loaded(_config(serving_env))
+    assert plain.ready and gc.get_freeze_count() == 0
+    frozen = SignalServer(_config(serving_env), freeze_gc=True)
+    try:
+        frozen.load()
+        assert frozen.ready and gc.get_freeze_count() > 10_000
+        assert frozen.signal(BTC).status in ("ok", "stale")
+    finally:
+        gc.unfreeze()
+        plain.stop()
+        frozen.stop()

@@ -64,8 +64,15 @@ def test_direct_online_write_reads_back_like_write_to_online_store(tmp_path, btc
     offline = to_feast_table(compute_features(candles.iloc[:60], config))
     old_store = _repo(tmp_path / "old", names, offline)
     new_store = _repo(tmp_path / "new", names, offline)
-    old = FeastOnlineSink(tmp_path / "old", names, store=old_store, direct=False)
+    old = FeastOnlineSink(tmp_path / "old", names, store=old_store, direct=False,
+                          fast_commits=False)
     new = FeastOnlineSink(tmp_path / "new", names, store=new_store)
+    # the new sink's store is in WAL mode (persistent: another connection sees it), the
+    # other one in SQLite's default rollback journal; both read back the same below
+    assert new.journal == "wal" and old.journal is None
+    for kind, mode in (("new", "wal"), ("old", "delete")):
+        with sqlite3.connect(tmp_path / kind / "online.db") as conn:
+            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == mode
     engine = IncrementalFeatureEngine(config, timeframe=SERIES.timeframe)
     compared = 0
     for i, bar in enumerate(bars_from_frame(candles)):

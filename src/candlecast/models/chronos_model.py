@@ -39,7 +39,9 @@ from candlecast.models.chronos_config import ChronosConfig, check_checkpoint
 from candlecast.models.chronos_pipeline import (
     _quiet_transformers,
     build_scratch_pipeline,
+    eager_quantiles,
     load_pipeline,
+    trace_single_context,
 )
 from candlecast.models.quantiles import interpolate_quantiles, prob_up_from_quantiles
 from candlecast.models.sequence_windows import (
@@ -82,6 +84,7 @@ class ChronosDirectionModel:
         self._loaded: Any = None  # weights loaded from a checkpoint, reused across fits
         self._pipeline: Any = None
         self._context_cap: int | None = None  # the loaded model's own context limit
+        self._traced: Any = None  # the network traced for one context (see accelerate)
 
     # ---------------------------------------------------------------- data -> model inputs
 
@@ -153,15 +156,35 @@ class ChronosDirectionModel:
             return self._quantiles_by_pipeline(pipeline, levels, contexts)
         with torch.inference_mode():
             context = torch.from_numpy(np.ascontiguousarray(contexts, dtype=np.float32))
-            out = pipeline.model(
-                context=context,
-                group_ids=torch.zeros(1, dtype=torch.int64),
-                num_output_patches=patches,
-                future_covariates=torch.full((1, patches * patch), torch.nan),
-            ).quantile_preds.to(context)
+            traced = self._traced
+            if traced is not None and contexts.shape == (1, self.context_length):
+                out = traced(context, torch.zeros(1, dtype=torch.int64))
+            else:
+                out = eager_quantiles(pipeline.model, context, patches, patch)
+            out = out.to(context)
             # (1, quantiles, horizon) -> the forecast of the horizon's last step
             values = out[:, :, cfg.horizon - 1].numpy()
         return levels, values.astype(np.float64)
+
+    def accelerate(self) -> bool:
+        """Trace the Chronos-2 network for the serving call, one context of
+        :attr:`context_length` (see :func:`~candlecast.models.chronos_pipeline.
+        trace_single_context`); :meth:`quantiles_of` then uses it for such a context. Checked
+        against eager mode first; returns whether the trace is in use. A later :meth:`fit`
+        drops it. Not saved with the model."""
+        from chronos.chronos2 import Chronos2Pipeline
+
+        pipeline = self._require_fitted()
+        self._traced = None
+        if not isinstance(pipeline, Chronos2Pipeline):
+            return False
+        patch = int(pipeline.model_output_patch_size)
+        patches = -(-self.config.horizon // patch)
+        if self.context_length > int(pipeline.model_context_length) or \
+                patches > int(pipeline.max_output_patches):
+            return False
+        self._traced = trace_single_context(pipeline.model, self.context_length, patches, patch)
+        return self._traced is not None
 
     def _quantiles_by_pipeline(
         self, pipeline: Any, levels: list[float], contexts: np.ndarray
@@ -245,7 +268,7 @@ class ChronosDirectionModel:
         check_fit_inputs(X, y)
         if X_val is not None and y_val is not None:
             check_fit_inputs(X_val, y_val, "validation")
-        self._pipeline = None
+        self._pipeline = self._traced = None
         series = self._target_series(X)
         base = self._base_pipeline()
         self._context_cap = int(base.model_context_length)

@@ -435,6 +435,17 @@ class ZooEnsemble:
                 raise ValueError(f"unknown ensemble extra input {name!r}")
         return pd.DataFrame(parts)
 
+    def accelerate(self) -> list[str]:
+        """Prepare the base models for one-row calls (the serving path): each model with an
+        ``accelerate()`` (Chronos: its network traced for one context and checked against
+        eager mode) is asked; the names of those that accepted. Answers do not change."""
+        done = []
+        for name in self.stacker.models:
+            prepare = getattr(self.base[name], "accelerate", None)
+            if prepare is not None and prepare():
+                done.append(name)
+        return done
+
     # ---------------------------------------------------------------- persistence
 
     def save(self, directory: str | Path) -> Path:

@@ -50,6 +50,9 @@ class ServingConfig(_Frozen):
     feature_repo: str | None = "feature_repo"
     feature_service: str = "direction_model_v1"
     feature_view: str = "candle_features"
+    #: read the online store through the provider's ``online_read`` (one query) instead of
+    #: ``get_online_features`` (same row, tested; see ``candlecast.serving.online``)
+    direct_online_reads: bool = True
     features: FeatureConfig = Field(default_factory=FeatureConfig)
     #: ``/signal`` refuses (status "stale") features older than this many bars
     max_feature_age_bars: float = Field(default=1.5, gt=0)
@@ -67,6 +70,9 @@ class ServingConfig(_Frozen):
     #: a failed start-up load (no champion yet, registry or feature store not reachable) is
     #: retried every this many seconds, the service staying not-ready; None: one attempt
     load_retry_seconds: float | None = Field(default=10.0, gt=0)
+    #: prepare the ensemble's networks for one-row calls at load (Chronos-2 traced with
+    #: TorchScript for the serving context, checked against eager mode before use)
+    trace_networks: bool = True
     decision: DecisionConfig = DecisionConfig()
     #: the risk engine used for size_fraction / stop_price / take_profit suggestions
     risk: RiskConfig = RiskConfig()

@@ -13,10 +13,13 @@ loads it as an MLflow pyfunc and wraps it in :class:`PyfuncSignalModel`:
   (MLflow's pyfunc ``predict`` of a classifier returns labels, not probabilities);
 * the stacked ensemble (a pyfunc wrapping :class:`~candlecast.models.zoo_ensemble.ZooEnsemble`):
   its unwrapped python model is called directly (``ZooEnsemble.predict_last`` on the window's
-  arrays), the window checked by this adapter (columns, one series, numeric values) instead of
+  arrays, :meth:`PyfuncSignalModel.predict_window` straight from the service's window cache),
+  the window checked by this adapter (columns, one series, numeric values) instead of
   MLflow's per-call schema enforcement; same answer as ``pyfunc.predict`` (tested), and the
   version / lineage still come from the MLflow resolution. Answers are memoized per input
-  (an exact digest of the window's times and values, see :class:`AnswerCache`);
+  (an exact digest of the window's times and values, see :class:`AnswerCache`). With
+  ``accelerate`` the base models are prepared for one-row calls (``ZooEnsemble.accelerate``:
+  Chronos-2's network traced for one context, checked against eager mode);
 * any other pyfunc: ``predict`` on the window; the output may be a
   DataFrame with ``prob_up`` and optional ``confidence``, ``disagreement``, ``q0.1``... columns
   (last row used), or an array/Series of P(up).
@@ -173,14 +176,18 @@ class AnswerCache:
         digest.update(str(values.shape).encode())
         return series, digest.digest()
 
-    def get(self, key: tuple[str, bytes]) -> ModelOutput | None:
+    def get(self, key: tuple[str, bytes], count: bool = True) -> ModelOutput | None:
+        """The answer for ``key`` or None; ``count=False``: a second look (e.g. after a miss
+        was counted) that does not count as a hit or miss."""
         with self._lock:
             out = self._answers.get(key)
-            if out is None:
-                self.misses += 1
-            else:
-                self.hits += 1
+            if out is not None:
                 self._answers.move_to_end(key)
+            if count:
+                if out is None:
+                    self.misses += 1
+                else:
+                    self.hits += 1
             return out
 
     def put(self, key: tuple[str, bytes], out: ModelOutput) -> None:
@@ -191,6 +198,17 @@ class AnswerCache:
             self._answers.move_to_end(key)
             while len(self._answers) > self.size:
                 self._answers.popitem(last=False)
+
+
+@dataclass(frozen=True)
+class PreparedWindow:
+    """An ensemble input of ONE series (times ascending, the ensemble's column order) and its
+    :class:`AnswerCache` key."""
+
+    series: str
+    ns: np.ndarray
+    values: np.ndarray
+    key: tuple[str, bytes]
 
 
 def _zoo_ensemble(pyfunc: Any) -> Any:
@@ -209,7 +227,8 @@ class PyfuncSignalModel:
     """:class:`SignalModel` over a loaded MLflow pyfunc (see the module docstring)."""
 
     def __init__(self, pyfunc: Any, info: ModelInfo, default_features: Sequence[str],
-                 window_rows: int | None = None, answer_cache_size: int = 64) -> None:
+                 window_rows: int | None = None, answer_cache_size: int = 64,
+                 accelerate: bool = False) -> None:
         self.pyfunc = pyfunc
         self.info = info
         meta = pyfunc.metadata
@@ -242,7 +261,12 @@ class PyfuncSignalModel:
                     {JOIN_KEY, EVENT_TIMESTAMP} <= set(self.input_columns) and \
                     (ensemble.series_column, ensemble.time_column) == (JOIN_KEY, EVENT_TIMESTAMP):
                 self._ensemble = ensemble
+        self._ensemble_picks: np.ndarray | None = None
         self.answers = AnswerCache(answer_cache_size)
+        #: base models prepared for single-row calls (e.g. Chronos-2's traced network)
+        self.accelerated: tuple[str, ...] = ()
+        if accelerate and self._ensemble is not None:
+            self.accelerated = tuple(self._ensemble.accelerate())
 
     @property
     def direct(self) -> bool:
@@ -293,21 +317,65 @@ class PyfuncSignalModel:
             values = frame[ensemble.feature_columns].to_numpy(dtype=np.float64)
         except (TypeError, ValueError) as err:
             raise ModelError(f"model input is not numeric / timestamped: {err}") from err
-        if ns.size > 1 and (np.diff(ns) < 0).any():
-            order = np.argsort(ns, kind="stable")
-            ns, values = ns[order], values[order]
-        key = self.answers.key(series, ns, values)
-        out = self.answers.get(key)
+        return self._ensemble_answer(series, ns, values)
+
+    def predict_window(self, series: str, ns: np.ndarray, values: np.ndarray
+                       ) -> ModelOutput | None:
+        """:meth:`predict` on a window given as arrays (the service's window cache): ``ns``
+        int64 event times, ``values`` ``(len(ns), len(feature_columns))`` in
+        :attr:`feature_columns` order; the last ``window_rows`` rows are used. The same answer
+        as :meth:`predict` on the frame of those rows (tested), without building it. None when
+        this model has no array path (call :meth:`predict`)."""
+        window = self.prepare_window(series, ns, values)
+        return None if window is None else self.answer_window(window)
+
+    def prepare_window(self, series: str, ns: np.ndarray, values: np.ndarray
+                       ) -> PreparedWindow | None:
+        """The ensemble's input and its answer-cache key for :meth:`predict_window`'s
+        arguments (cheap: column picks and a digest); None when there is no array path. Then
+        :meth:`cached_answer` (no model work) or :meth:`answer_window` (the model if needed):
+        the service answers cache hits on its event loop and computes misses in a thread."""
+        if self._ensemble is None:
+            return None
+        if len(ns) == 0:
+            raise ModelError("no feature rows to predict from")
+        picks = self._ensemble_picks
+        if picks is None:
+            index = {c: i for i, c in enumerate(self.feature_columns)}
+            picks = self._ensemble_picks = np.array(
+                [index[c] for c in self._ensemble.feature_columns], dtype=np.intp)
+        start = max(0, len(ns) - self.window_rows)
+        return self._prepared(series, np.asarray(ns[start:], dtype=np.int64),
+                              np.asarray(values[start:], dtype=np.float64)[:, picks])
+
+    def cached_answer(self, window: PreparedWindow) -> ModelOutput | None:
+        """The memoized answer for ``window``, or None (no model work either way)."""
+        return self.answers.get(window.key)
+
+    def answer_window(self, window: PreparedWindow) -> ModelOutput:
+        """The answer for ``window``: memoized, else the ensemble (then memoized)."""
+        out = self.answers.get(window.key, count=False)
         if out is not None:
             return out
-        answer = ensemble.predict_last(series, ns, values)
+        answer = self._ensemble.predict_last(window.series, window.ns, window.values)
         out = ModelOutput(
             prob_up=_probability(answer["prob_up"]),
             confidence=_optional_value(answer.get("confidence"), "confidence"),
             disagreement=_optional_value(answer.get("disagreement"), "disagreement"),
         )
-        self.answers.put(key, out)
+        self.answers.put(window.key, out)
         return out
+
+    def _prepared(self, series: str, ns: np.ndarray, values: np.ndarray) -> PreparedWindow:
+        if ns.size > 1 and (np.diff(ns) < 0).any():
+            order = np.argsort(ns, kind="stable")
+            ns, values = ns[order], values[order]
+        return PreparedWindow(series, ns, values, self.answers.key(series, ns, values))
+
+    def _ensemble_answer(self, series: str, ns: np.ndarray, values: np.ndarray) -> ModelOutput:
+        window = self._prepared(series, ns, values)
+        out = self.cached_answer(window)
+        return out if out is not None else self.answer_window(window)
 
 
 def _binary_booster(raw: Any) -> Any:
@@ -393,6 +461,7 @@ def load_signal_model(
     default_features: Sequence[str],
     window_rows: int | None = None,
     client: Any = None,
+    accelerate: bool = False,
 ) -> PyfuncSignalModel:
     """Resolve ``model_uri`` (then each fallback in order) and load it as a pyfunc.
 
@@ -430,5 +499,6 @@ def load_signal_model(
                                 + (f": {why}" if why else "")})
         elif found.name is None and i == 0:
             info = ModelInfo(**{**info.__dict__, "source": "local"})
-        return PyfuncSignalModel(pyfunc, info, default_features, window_rows)
+        return PyfuncSignalModel(pyfunc, info, default_features, window_rows,
+                                 accelerate=accelerate)
     raise ModelError("no model could be loaded: " + "; ".join(reasons))

@@ -212,6 +212,9 @@ class MetadataResponse(BaseModel):
     window_rows: int | None
     features: list[str]
     max_feature_age_bars: float
+    accelerated_models: list[str] = Field(
+        default_factory=list,
+        description="ensemble members prepared for one-row calls (e.g. a traced network)")
     load_error: str | None
 
 

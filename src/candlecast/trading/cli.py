@@ -8,6 +8,7 @@ options override a few. Errors print one ``error: ...`` line and exit 1.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import math
@@ -127,9 +128,14 @@ def run(
     from candlecast.ops.alerts import notifier_from_env
 
     trader.notifier = notifier_from_env(os.environ)  # CANDLECAST_ALERT_WEBHOOK, if set
+    # everything loaded so far leaves the collector's generations for the session: a full
+    # collection would otherwise walk it (hundreds of ms) in the middle of some candle's tick
+    gc.collect()
+    gc.freeze()
     try:
         summary = trader.run(max_ticks=max_candles)
     finally:
+        gc.unfreeze()
         trader.store.close()
         stop.restore()
     typer.echo(json.dumps(summary.to_dict() | {"mode": config.mode}, default=str))
