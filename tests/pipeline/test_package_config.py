@@ -19,3 +19,17 @@ def test_serving_config_takes_shared_values_from_their_own_sections(repo_root, t
     assert config.risk == params.risk
     assert config.decision.band == params.backtest.band  # the service acts as the backtest did
     assert config.project_root == str(tmp_path)
+
+
+def test_bytecode_is_not_a_pipeline_dependency(repo_root):
+    """The stages depend on src/ packages, which DVC hashes as directories: bytecode that
+    imports and ``compileall`` write there must not count, or any test run would make the
+    stages look changed (`.dvcignore`)."""
+    from dvc.repo import Repo
+
+    with Repo(str(repo_root)) as repo:
+        package = repo_root / "src" / "candlecast" / "features"
+        for ignored in (package / "__pycache__", package / "__pycache__" / "x.cpython-311.pyc",
+                        package / "stray.pyc"):
+            assert repo.dvcignore.check_ignore(str(ignored)).match, ignored
+        assert not repo.dvcignore.check_ignore(str(package / "engine.py")).match
