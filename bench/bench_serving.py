@@ -8,7 +8,9 @@ the first run builds it: about 5 more minutes) or ``--quick`` (about 2 minutes).
 What runs, all over 127.0.0.1 in the same run:
 
 * **the served model**: a miniature copy of the project (``tests/pipeline/mini_project.py``:
-  the first 3,000 real Bitfinex 30m candles of BTC and ETH, the ``quick`` profile) runs ingest
+  the first 3,000 real Bitfinex 30m candles of BTC and ETH, the ``quick`` profile for training
+  length, but the DEFAULT network sizes of Chronos-2 and the transformer from ``params.yaml``,
+  so the served ensemble costs per request what the default pipeline's does) runs ingest
   .. feature-store and the model zoo in-process (baselines, LightGBM, Chronos, transformer,
   regime, stacked ensemble, compare), which registers ``candlecast-ensemble@champion`` in the
   copy's ``mlruns.db``. It is cached in ``bench/.cache/serving/`` (rebuilt when the project's
@@ -93,9 +95,35 @@ TARGETS = {"signal_p99_c1_ms": 15.0, "signal_c8_throughput_vs_trivial": 0.5,
 
 # ----------------------------------------------------------------------------- the served model
 
+#: network sizes the served model keeps from params.yaml (the quick profile shrinks them to
+#: train in seconds; serving cost depends on them, training length does not)
+ARCHITECTURE = {
+    "chronos": ("context_length", "d_model", "d_kv", "d_ff", "num_layers", "num_heads",
+                "patch_size"),
+    "transformer": ("window", "d_model", "num_heads", "num_layers", "dim_feedforward"),
+}
+RECIPE_VERSION = 2  # 2: default network sizes
+
+
+def full_architecture() -> dict[str, dict[str, Any]]:
+    """The Chronos-2 and transformer sizes of the default pipeline (params.yaml over the
+    configs' defaults), to override the quick profile's small networks."""
+    import yaml
+
+    from candlecast.models.chronos_config import ChronosConfig
+    from candlecast.models.transformer import TransformerConfig
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())["models"]
+    out = {}
+    for name, cls in (("chronos", ChronosConfig), ("transformer", TransformerConfig)):
+        config = cls(**{k: v for k, v in (raw.get(name) or {}).items() if k in cls.model_fields})
+        out[name] = {k: getattr(config, k) for k in ARCHITECTURE[name]}
+    return out
+
+
 def _recipe_hash() -> str:
     """What the cached miniature project depends on (code changes: use --rebuild)."""
-    digest = hashlib.sha256(json.dumps(MODELS).encode())
+    digest = hashlib.sha256(json.dumps([MODELS, RECIPE_VERSION]).encode())
     for path in ("params.yaml", "profiles/quick.yaml", "tests/pipeline/mini_project.py"):
         digest.update((REPO / path).read_bytes())
     return digest.hexdigest()[:16]
@@ -114,7 +142,7 @@ def build_mini_project() -> dict[str, Any]:
     if MINI.exists():
         shutil.rmtree(MINI)
     started = time.time()
-    make_mini_project(REPO, MINI, overrides={"models": {"run": MODELS}})
+    make_mini_project(REPO, MINI, overrides={"models": {"run": MODELS, **full_architecture()}})
     paths = Paths(MINI)
     params = load_params(paths.params)
     stages: dict[str, float] = {}
@@ -130,7 +158,7 @@ def build_mini_project() -> dict[str, Any]:
     mlflow.set_tracking_uri(f"sqlite:///{MINI / 'mlruns.db'}")
     champion = MlflowClient().get_model_version_by_alias(params.ensemble.registered_model,
                                                          "champion")
-    marker = {"recipe": _recipe_hash(), "models": MODELS,
+    marker = {"recipe": _recipe_hash(), "models": MODELS, "architecture": full_architecture(),
               "model_version": f"{params.ensemble.registered_model}/{champion.version}",
               "build_seconds": round(time.time() - started, 1), "stages_s": stages,
               "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -589,6 +617,13 @@ def run_trader(params: Any, candles: Any, service_url: str, ticks: int, workdir:
         "latency": summarize(latencies), "first_tick_ms": latencies[0] * 1e3 if latencies
         else None, "latency_after_first": summarize(latencies[1:]),
         "signal_call": summarize(signals.seconds), "feast_write": summarize(sink.seconds),
+        # ticks whose end-to-end time was over twice the median: where the tail comes from
+        "slow_ticks": [
+            {"tick": i, "total_ms": round(lat * 1e3, 1), "signal_ms": round(sig * 1e3, 1),
+             "feast_ms": round(feast * 1e3, 1)}
+            for i, (lat, sig, feast) in enumerate(zip(latencies, signals.seconds, sink.seconds,
+                                                      strict=False))
+            if lat > 2 * float(np.median(latencies))],
         "rest_features_risk_commit": summarize(other), "problems": problems,
     }
 
