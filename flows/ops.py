@@ -31,24 +31,26 @@ from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.tasks import exponential_backoff  # noqa: E402
 
 from candlecast.config import load_params  # noqa: E402
+from candlecast.exchange.errors import RetriesExhaustedError, TransientExchangeError  # noqa: E402
 from candlecast.pipeline.paths import Paths  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PARAMS = str(ROOT / "params.yaml")
 
-#: exception types worth a retry: the network, timeouts, a busy SQLite store
+#: exception types worth a retry: the network, timeouts, a busy SQLite store, and the
+#: exchange's transient failures (candlecast.exchange turns every ccxt error into its own
+#: types; RetriesExhaustedError: the ingest's own retries gave up, the task tries later)
 TRANSIENT: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError,
-                                              sqlite3.OperationalError)
+                                              sqlite3.OperationalError, TransientExchangeError,
+                                              RetriesExhaustedError)
 
 
 def _transient(exc: BaseException) -> bool:
     if isinstance(exc, TRANSIENT):
         return True
     names = {cls.__name__ for cls in type(exc).__mro__}
-    # ccxt and httpx network errors without importing either here
-    return bool(names & {"NetworkError", "RequestTimeout", "ExchangeNotAvailable",
-                         "DDoSProtection", "RateLimitExceeded", "TransportError",
-                         "TimeoutException"})
+    # httpx network errors (alerts, the service) without importing it here
+    return bool(names & {"TransportError", "TimeoutException"})
 
 
 def retry_if_transient(task_obj: Any, task_run: Any, state: Any) -> bool:

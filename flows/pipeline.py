@@ -89,24 +89,22 @@ FLOWS = {
 }
 
 
+def _run_plan(plan: list, root: str, params_file: str) -> dict:
+    """Run ``(stage, arg)`` pairs in order, each as its stage's task; results by stage name."""
+    return {f"{stage}@{arg}" if arg else stage: _TASKS[stage](root, params_file, arg)
+            for stage, arg in plan}
+
+
 @flow(name="candlecast-zoo", log_prints=True)
 def zoo_flow(root: str = str(ROOT), params_file: str = str(ROOT / "params.yaml")) -> dict:
     """The walk-forward model zoo: regime, every model of models.run, ensemble, compare."""
-    params = load_params(params_file)
-    return {
-        f"{stage}@{arg}" if arg else stage: _TASKS[stage](root, params_file, arg)
-        for stage, arg in zoo_plan(params)
-    }
+    return _run_plan(zoo_plan(load_params(params_file)), root, params_file)
 
 
 @flow(name="candlecast-pipeline", log_prints=True)
 def pipeline_flow(root: str = str(ROOT), params_file: str = str(ROOT / "params.yaml")) -> dict:
     """Every stage in order (what `dvc repro` does, without DVC's caching)."""
-    params = load_params(params_file)
-    return {
-        f"{stage}@{arg}" if arg else stage: _TASKS[stage](root, params_file, arg)
-        for stage, arg in pipeline_plan(params)
-    }
+    return _run_plan(pipeline_plan(load_params(params_file)), root, params_file)
 
 
 if __name__ == "__main__":

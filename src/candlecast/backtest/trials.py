@@ -18,6 +18,7 @@ from candlecast.backtest.config import BacktestConfig, CostConfig
 from candlecast.backtest.inputs import Market
 from candlecast.backtest.metrics import simple_returns
 from candlecast.backtest.signals import probability_signal
+from candlecast.backtest.summary import equity_with_start
 from candlecast.backtest.vectorized import run_vectorized
 
 
@@ -57,8 +58,7 @@ def run_trials(
         for band in bands:
             signal = probability_signal(prob, band, config.allow_short)
             result = run_vectorized(market, signal, costs, config, name=trial_name(model, band))
-            columns.append(simple_returns(np.concatenate([[config.initial_equity],
-                                                          result.equity])))
+            columns.append(simple_returns(equity_with_start(result)))
             names.append(result.name)
     returns = np.column_stack(columns)
     std = returns.std(axis=0, ddof=1)

@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from candlecast.backtest.metrics import simple_returns
+from candlecast.backtest.summary import equity_with_start
 from candlecast.config import Params
 from candlecast.data.schema import SeriesId
 from candlecast.data.store import CandleStore
@@ -115,10 +117,7 @@ def net_returns(params: Params, paths: Paths, predictions: pd.DataFrame,
         )
         result = backtest_series(params, candles, aligned, name)
         results[key] = result
-        equity = result[0].equity
-        ret = np.empty(len(equity))
-        ret[0] = equity[0] / result[0].initial_equity - 1.0
-        ret[1:] = equity[1:] / equity[:-1] - 1.0
+        ret = simple_returns(equity_with_start(result[0]))
         frames.append(pd.DataFrame({SERIES: key, "timestamp": result[0].timestamps,
                                     "ret": ret}))
     return pd.concat(frames, ignore_index=True), results

@@ -24,7 +24,7 @@ from candlecast.pipeline.paths import Paths
 from candlecast.tracking import Lineage, configure_mlflow, file_digest, git_commit
 from candlecast.tracking.runs import KIND_TAG, create_run, ensure_parent_run, pipeline_key
 from candlecast.training.metrics import METRIC_NAMES, MetricsConfig, metrics_table
-from candlecast.training.splits import Fold, folds_table, walk_forward_splits
+from candlecast.training.splits import Fold, walk_forward_splits
 from candlecast.training.walkforward import DataSpec
 
 log = logging.getLogger(__name__)
@@ -86,10 +86,6 @@ class ZooData:
     folds: list[Fold]
     spec: DataSpec
     data_version: str
-
-    @property
-    def fold_table(self) -> pd.DataFrame:
-        return folds_table(self.folds)
 
 
 def load_zoo_data(params: Params, paths: Paths) -> ZooData:

@@ -7,7 +7,7 @@ multiprocess files BentoML's ``/metrics`` collects.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -20,6 +20,8 @@ class ServingMetrics:
     errors: Any  # Counter: endpoint, code, field
     staleness: Any  # Gauge: series_id (seconds since the features' event time)
     model_info: Any  # Gauge = 1: model_version, model_name, source, run_id
+    #: the labels of the model reported now (a reload sets the previous one to 0)
+    serving: dict[str, str] = field(default_factory=dict)
 
     def observe(self, endpoint: str, code: int, seconds: float) -> None:
         self.latency.labels(endpoint=endpoint, code=str(code)).observe(seconds)
@@ -34,8 +36,13 @@ class ServingMetrics:
         self.staleness.labels(series_id=series_id).set(seconds)
 
     def model(self, version: str, name: str, source: str, run_id: str) -> None:
-        self.model_info.labels(model_version=version, model_name=name, source=source,
-                               run_id=run_id).set(1)
+        labels = {"model_version": version, "model_name": name, "source": source,
+                  "run_id": run_id}
+        if self.serving and self.serving != labels:
+            self.model_info.labels(**self.serving).set(0)
+        self.model_info.labels(**labels).set(1)
+        self.serving.clear()
+        self.serving.update(labels)
 
 
 _METRICS: ServingMetrics | None = None

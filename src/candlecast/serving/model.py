@@ -327,7 +327,7 @@ class PyfuncSignalModel:
         as :meth:`predict` on the frame of those rows (tested), without building it. None when
         this model has no array path (call :meth:`predict`)."""
         window = self.prepare_window(series, ns, values)
-        return None if window is None else self.answer_window(window)
+        return None if window is None else self._answer(window)
 
     def prepare_window(self, series: str, ns: np.ndarray, values: np.ndarray
                        ) -> PreparedWindow | None:
@@ -372,10 +372,13 @@ class PyfuncSignalModel:
             ns, values = ns[order], values[order]
         return PreparedWindow(series, ns, values, self.answers.key(series, ns, values))
 
-    def _ensemble_answer(self, series: str, ns: np.ndarray, values: np.ndarray) -> ModelOutput:
-        window = self._prepared(series, ns, values)
+    def _answer(self, window: PreparedWindow) -> ModelOutput:
+        """The memoized answer (a counted hit) or the ensemble's (a counted miss)."""
         out = self.cached_answer(window)
         return out if out is not None else self.answer_window(window)
+
+    def _ensemble_answer(self, series: str, ns: np.ndarray, values: np.ndarray) -> ModelOutput:
+        return self._answer(self._prepared(series, ns, values))
 
 
 def _binary_booster(raw: Any) -> Any:

@@ -12,7 +12,7 @@ field written as a path (``candles[3].close``).
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import (
     AwareDatetime,
@@ -217,13 +217,3 @@ class MetadataResponse(BaseModel):
         description="ensemble members prepared for one-row calls (e.g. a traced network)")
     load_error: str | None
 
-
-class ErrorResponse(BaseModel):
-    """Every 4xx (and 503) body."""
-
-    error: str
-    field: str
-
-
-def dump(model: BaseModel) -> dict[str, Any]:
-    return model.model_dump(mode="json")

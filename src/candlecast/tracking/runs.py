@@ -127,10 +127,3 @@ def _now_ms() -> int:
 
     return int(time.time() * 1000)
 
-
-def child_runs(experiment_id: str, parent_id: str, kind: str | None = None) -> list[Any]:
-    """Runs nested directly under ``parent_id`` (optionally of one ``candlecast.kind``)."""
-    query = f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_id}'"
-    if kind is not None:
-        query += f" and tags.`{KIND_TAG}` = '{kind}'"
-    return MlflowClient().search_runs([experiment_id], filter_string=query)
