@@ -336,16 +336,21 @@ class ChronosDirectionModel:
         first rows of a series in ``X``) a forecast would be read off a near-constant context,
         so the row gets none.
         """
+        contexts, rows = self._contexts(X, latest_only)
+        usable = (~np.isnan(contexts)).sum(axis=1) >= self.config.min_past
+        levels, values = self.forecast_contexts(contexts[usable])
+        return levels, values, usable, rows
+
+    def forecast_contexts(self, contexts: np.ndarray) -> tuple[list[float], np.ndarray]:
+        """Native quantile levels and the ``horizon``-step quantile forecast ``(n, levels)`` of
+        each context through the pipeline's batched ``predict_quantiles`` (the frame paths;
+        :meth:`quantiles_of` is the one-context serving call)."""
         pipeline = self._require_fitted()
         cfg = self.config
         levels = [float(q) for q in (getattr(pipeline, "quantiles", None) or cfg.quantile_levels)]
-        contexts, rows = self._contexts(X, latest_only)
-        usable = (~np.isnan(contexts)).sum(axis=1) >= cfg.min_past
-        contexts = contexts[usable]
         if len(contexts) == 0:
-            return levels, np.empty((0, len(levels))), usable, rows
-        _, values = self._quantiles_by_pipeline(pipeline, levels, contexts)
-        return levels, values, usable, rows
+            return levels, np.empty((0, len(levels)))
+        return self._quantiles_by_pipeline(pipeline, levels, contexts)
 
     def forecast_quantiles(self, X: pd.DataFrame) -> tuple[list[float], np.ndarray]:
         """The model's native quantile levels and its forecast ``(len(X), n_levels)`` of the

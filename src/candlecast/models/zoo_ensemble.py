@@ -55,36 +55,20 @@ def chronos_rows(model: Any, X: pd.DataFrame, rows: np.ndarray) -> tuple[np.ndar
     """P(up) and forecast spread of a Chronos-2 direction model for ``rows`` of ``X`` only.
 
     ``predict_forecast`` forecasts every row of its input; serving needs one row per series,
-    so this builds the same contexts (``contexts``, public) and reads the same quantiles
-    (``prob_up_from_quantiles``, ``interpolate_quantiles``) for the wanted rows. The pipeline
-    test checks it equals ``predict_forecast`` on those rows. Other Chronos generations fall
-    back to ``predict_forecast``.
+    so this builds the same contexts (``contexts``, public) and forecasts them the same way
+    (``forecast_contexts``), reading the same quantiles (``prob_up_from_quantiles``,
+    ``interpolate_quantiles``) for the wanted rows. The pipeline test checks it equals
+    ``predict_forecast`` on those rows.
     """
-    import torch
-    from chronos.chronos2 import Chronos2Pipeline
-
     from candlecast.models.quantiles import interpolate_quantiles, prob_up_from_quantiles
 
-    pipeline = model.pipeline
-    if not isinstance(pipeline, Chronos2Pipeline):
-        forecast = model.predict_forecast(X)
-        return forecast["p_up"].to_numpy(float)[rows], forecast["spread"].to_numpy(float)[rows]
     cfg = model.config
     contexts = model.contexts(X)[rows]
     usable = (~np.isnan(contexts)).sum(axis=1) >= cfg.min_past
     p_up = np.full(len(rows), 0.5)
     spread = np.full(len(rows), np.nan)
     if usable.any():
-        levels = [float(q) for q in (getattr(pipeline, "quantiles", None) or cfg.quantile_levels)]
-        with torch.inference_mode():
-            quantiles, _ = pipeline.predict_quantiles(
-                contexts[usable][:, None, :],
-                prediction_length=cfg.horizon,
-                quantile_levels=levels,
-                batch_size=cfg.predict_batch_size,
-                context_length=contexts.shape[1],
-            )
-        values = torch.stack(quantiles)[:, 0, cfg.horizon - 1, :].numpy().astype(np.float64)
+        levels, values = model.forecast_contexts(contexts[usable])
         p_up[usable] = prob_up_from_quantiles(levels, values)
         lo_hi = interpolate_quantiles(levels, values, cfg.spread_levels)
         spread[usable] = lo_hi[:, 1] - lo_hi[:, 0]
