@@ -46,10 +46,9 @@ def decide_champion(
     min_rows: int,
     basis: Basis,
     champion_version: str | None = None,
-    min_improvement: float = 0.0,
 ) -> ChampionDecision:
-    """Champion if there is none yet, or if ``new`` beats the champion by more than
-    ``min_improvement`` on at least ``min_rows`` common rows; challenger otherwise."""
+    """Champion if there is none yet, or if ``new`` has a lower log loss than the champion on
+    at least ``min_rows`` common rows; challenger otherwise."""
     if not math.isfinite(new_log_loss):
         return ChampionDecision(
             "challenger", "the new ensemble has no finite out-of-sample log loss", basis,
@@ -72,7 +71,7 @@ def decide_champion(
             basis, new_log_loss, champion_log_loss, rows, champion_version,
         )
     gain = champion_log_loss - new_log_loss
-    if gain > min_improvement:
+    if gain > 0:
         reason = (
             f"beats champion v{champion_version}: log loss {new_log_loss:.6f} < "
             f"{champion_log_loss:.6f} on {rows} rows ({basis})"

@@ -18,8 +18,8 @@ from candlecast.config import Params
 from candlecast.data.schema import SeriesId
 from candlecast.data.store import CandleStore
 from candlecast.pipeline.paths import Paths
-from candlecast.pipeline.zoo_common import SERIES, TIME
-from candlecast.tracking import Lineage, configure_mlflow, file_digest, git_commit
+from candlecast.pipeline.zoo_common import SERIES, TIME, lineage
+from candlecast.tracking import Lineage, configure_mlflow, file_digest
 
 
 def setup_mlflow(params: Params, paths: Paths) -> Any:
@@ -33,9 +33,7 @@ def setup_mlflow(params: Params, paths: Paths) -> Any:
 def project_lineage(params: Params, paths: Paths) -> Lineage:
     """Lineage of what the ops loop reads now: the training set's digest, params, commit."""
     data = file_digest(paths.training_set) if paths.training_set.exists() else "unknown"
-    return Lineage(data_version=data, params_hash=params.hash(),
-                   git_commit=git_commit(paths.root),
-                   feature_service=params.feature_store.feature_service)
+    return lineage(params, paths, data)
 
 
 def load_training_set(params: Params, paths: Paths) -> pd.DataFrame:

@@ -107,7 +107,7 @@ def _fit_info(model: Any) -> dict[str, Any]:
             except Exception:  # noqa: BLE001 - reporting must never fail a fold
                 return {}
     info = {}
-    for attr in ("best_val_loss_", "epochs_trained_", "best_iteration_"):
+    for attr in ("best_val_loss_", "epochs_trained_"):
         value = getattr(model, attr, None)
         if isinstance(value, int | float):
             info[attr.rstrip("_")] = value
