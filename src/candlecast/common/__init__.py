@@ -1,0 +1,1 @@
+"""Small helpers every package may depend on (no candlecast imports here)."""
