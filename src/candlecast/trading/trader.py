@@ -12,7 +12,10 @@ A tick's changes (books, account, risk and feature state, journals) commit in on
 transaction; live orders go out only after it, with deterministic client ids, so a crash can
 neither lose a decision nor duplicate an order. Without a fresh signal (service down, slow,
 stale, paused) step 4 is skipped: stops and limits still act, nothing new is opened, and the
-failure is logged, journalled (``events``) and counted (``account.signal_failures``).
+failure is logged, journalled (``events``) and counted (``account.signal_failures``). The same
+holds for a tick the feed marks ``stale`` (the streaming feed while its stream is silent): no
+signal is asked for, and the tick is a ``stale_data`` event. Every event is also counted by kind
+in :attr:`Trader.event_counts` (status and Prometheus metrics).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import contextlib
 import logging
 import math
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -50,7 +53,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 NAN = math.nan
 _SIGNAL_REASONS = (Reason.SIGNAL_ENTRY, Reason.SIGNAL_EXIT)
-_INFO_EVENTS = frozenset({"start", "restart", "pause", "resume", "signal_recovered"})
+_INFO_EVENTS = frozenset({"start", "restart", "pause", "resume", "signal_recovered",
+                          "stream_subscribing", "stream_connected", "stream_recovered",
+                          "backfill"})
 
 
 class Trader:
@@ -94,6 +99,8 @@ class Trader:
         self.funding_rate = CostModel(self.costs).funding_per_bar(self.step_ns / 1e9)
         self.paused = False
         self._events: list[tuple[str, str, int | None]] = []
+        #: events of this process by kind (the feed's included), for status and metrics
+        self.event_counts: Counter[str] = Counter()
         self.latencies_s: deque[float] = deque(maxlen=100_000)
         self._closed: dict[str, str] = {}  # client id -> final status, journalled at tick end
         for edge in (broker, feed):  # broker/feed reports go to the trader's journal
@@ -137,6 +144,7 @@ class Trader:
         level = logging.INFO if kind in _INFO_EVENTS else logging.WARNING
         log.log(level, "%s: %s", kind, message)
         self._events.append((kind, message, ts))
+        self.event_counts[kind] += 1
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[None]:
@@ -178,6 +186,9 @@ class Trader:
             if tick == END:
                 break
             if tick == IDLE or not isinstance(tick, Tick):
+                if self._events:  # what the feed reported while waiting, journalled now
+                    with self._tx():
+                        pass
                 continue
             summary.fills += self.process_tick(tick)
             summary.ticks += 1
@@ -264,8 +275,11 @@ class Trader:
                     self.sink.write(self.series[sym], bar, rows[sym])
                 except Exception as error:  # noqa: BLE001 - reported; trading goes on
                     self._event("feature_store_error", f"{sym}: {error!r:.200}", ts)
-        trading = not (self.paused or self.account.killed)
-        halted = "killed" if self.account.killed else "paused"
+        trading = not (self.paused or self.account.killed or tick.stale)
+        halted = "killed" if self.account.killed else "paused" if self.paused else "stale_data"
+        if tick.stale and not (self.paused or self.account.killed):
+            self._event("stale_data", f"{tick.stale}: no new positions this candle, stops "
+                        "enforced", ts)
         sigs = {sym: self._fresh_signal(sym, bar) if trading else (None, halted)
                 for sym, bar in valid.items()}
         with self._tx():
