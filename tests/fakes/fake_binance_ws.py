@@ -20,9 +20,9 @@ Faults (:class:`StreamFault`, by streamed candle index and position in the candl
 * ``disconnect``: every connection is aborted (TCP reset) at that moment;
 * ``duplicate``: the candle's second message (trade and kline) is sent twice;
 * ``out_of_order``: its second and third messages swap places;
-* ``revise``: half a candle after the next candle opened, the candle changes: a kline snapshot
-  with 1.5 x the volume, and a late trade of half its volume at its close price; the REST API
-  serves the revised candle from then on;
+* ``revise``: one and a half candles after its close, the candle changes: a kline snapshot with
+  1.5 x the volume, and a late trade of half its volume at its close price; the REST API serves
+  the revised candle from then on;
 * ``stall``: nothing is sent for ``candles`` candles (connections stay open; lost messages);
 * ``malformed``: a truncated JSON frame to every connection (stops ccxt.pro's receive loop);
 * ``bad_value``: the candle's second message with a negative price (valid JSON).
@@ -184,7 +184,7 @@ class FakeBinanceStream:
                     out.append(_Message(at, seq, "data", stream, body))
                     seq += 1
                 if (k, market, "revise") in faults:
-                    at = (row[0] + self.step_ms * 1.5) / 1000
+                    at = (row[0] + self.step_ms * 2.5) / 1000
                     out.append(_Message(at, seq, "revise", body=market, extra=row))
                     seq += 1
         for f in self.faults:

@@ -135,10 +135,9 @@ def test_trade_candles_are_exact_in_any_arrival_order(bars):
 def test_trade_faults_are_noted_and_handled(bars):
     b = TradeCandleBuilder([SYM], STEP, GRACE)
     b.on_trades(SYM, [], 0, now_ns=bars[0].ts - 1)
-    t0, t1 = _trades(bars[0], 0), _trades(bars[1], 10)
-    out = b.on_trades(SYM, [t0[0], t0[1], t0[1], (t0[2][0], "x", math.nan, 1.0), t0[2], t0[3]],
-                      0, bars[0].ts)
-    assert _kinds(out) == ["duplicate", "malformed"]
+    t0, t1, t2 = _trades(bars[0], 0), _trades(bars[1], 10), _trades(bars[2], 20)
+    out = b.on_trades(SYM, [t0[0], t0[1], t0[1], t0[2], t0[3]], 0, bars[0].ts)
+    assert _kinds(out) == ["duplicate"]
     out = b.on_trades(SYM, t1[:1], 0, bars[1].ts)
     assert [c.bar for c in out.closed] == [bars[0]]
     # a trade of candle 0 arriving after it was handed on: a revision (a repeat is a duplicate)
@@ -146,6 +145,10 @@ def test_trade_faults_are_noted_and_handled(bars):
     out = b.on_trades(SYM, [late, late, t0[3]], 0, bars[1].ts)
     assert _kinds(out) == ["revised", "duplicate", "duplicate"]
     assert out.revised[0].bar == bars[0]._replace(volume=bars[0].volume * 2)
+    # a trade that cannot be used: its candle lacks it, so the stream does not hand it on
+    out = b.on_trades(SYM, [*t1[1:2], (t1[2][0], "x", math.nan, 1.0), *t1[2:]], 0, bars[1].ts)
+    out.extend(b.on_trades(SYM, t2[:1], 0, bars[2].ts))
+    assert _kinds(out) == ["malformed", "incomplete"] and out.closed == []
 
 
 def test_trade_candles_need_one_connection_from_open_to_close(bars):

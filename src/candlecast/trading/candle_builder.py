@@ -27,7 +27,8 @@ counts them) and handled:
 * ``late``: a message for a candle handed on too long ago to be remembered (ignored);
 * ``malformed``: a snapshot or trade that fails the per-row candle rules
   (:func:`~candlecast.trading.candles.check_bar`: positive finite prices, low <= open, close
-  <= high, volume >= 0, open time on the grid) or has no usable price/amount (dropped);
+  <= high, volume >= 0, open time on the grid) or has no usable price/amount (dropped; a later
+  snapshot supersedes a bad one, but a candle that lost a trade is incomplete);
 * ``incomplete``: see above.
 
 Volumes of trade candles are summed exactly (Shewchuk's partials, as ``math.fsum``), so the
@@ -305,6 +306,7 @@ class _TradeSymbol(_Symbol):
         self.epoch = -1
         self.epoch_since = 0  # ns: first trades received on the current connection
         self.arrivals = 0
+        self.lossy: set[int] = set()  # candles with a trade that could not be used
 
 
 def _trade_key(ms: int, trade_id: str, arrival: int) -> tuple[int, int, str]:
@@ -347,7 +349,12 @@ class TradeCandleBuilder(_Builder):
             if not (math.isfinite(price) and price > 0 and math.isfinite(amount)
                     and amount >= 0):
                 out.notes.append(StreamNote("malformed", symbol, f"trade {trade_id or '?'} at "
-                                            f"{_when(ts)}: price {price}, amount {amount}", ts))
+                                            f"{_when(ts)}: price {price}, amount {amount}; the "
+                                            "candle is taken from REST", ts))
+                if state.forming is not None and state.forming.ts == ts:
+                    state.forming.complete = False
+                elif not state.is_closed(ts):
+                    state.lossy.add(ts)  # a trade of a candle not begun: it lacks one
                 continue
             key = _trade_key(int(ms), trade_id, state.arrivals)
             self._one(state, symbol, ts, key, price, amount, epoch, out)
@@ -383,7 +390,8 @@ class TradeCandleBuilder(_Builder):
         if forming is None or ts > forming.ts:
             if forming is not None:
                 self._close(state, symbol, "next_open", out)
-            complete = state.epoch_since <= ts
+            complete = state.epoch_since <= ts and ts not in state.lossy
+            state.lossy = {t for t in state.lossy if t > ts}
             forming = state.forming = _TradeCandle(ts, epoch, complete)
         if ident in forming.ids:
             out.notes.append(StreamNote("duplicate", symbol, f"trade {key[2]} again", ts))

@@ -82,7 +82,9 @@ class StreamHub:
         self.kind: str | None = None
         self.builder: OhlcvCandleBuilder | TradeCandleBuilder | None = None
         self.last_message_at = clock()
-        self.group_message_at: list[float] = []  # last message per subscription group
+        #: per subscription group: latest time (ms) the exchange's data reached (a candle's
+        #: open time, a trade's time)
+        self.group_data_ms: list[int] = []
         self.epochs: list[int] = []
         self.attempts: list[int] = []
         self.connected: set[int] = set()
@@ -103,7 +105,7 @@ class StreamHub:
             self.builder = (OhlcvCandleBuilder if kind == "ohlcv" else TradeCandleBuilder)(
                 self.symbols, self.step_ns, grace_ns)
             self.epochs, self.attempts = [0] * groups, [0] * groups
-            self.group_message_at = [-float("inf")] * groups
+            self.group_data_ms = [-1] * groups
             self.group_of = {s: (0 if groups == 1 else i) for i, s in enumerate(self.symbols)}
             self._event("stream_subscribing", f"{kind} stream of {len(self.symbols)} symbol(s) "
                         f"{self.timeframe} on {groups} subscription(s)")
@@ -127,7 +129,6 @@ class StreamHub:
                     self.stale_since = None
             if index is not None:
                 self.attempts[index] = 0
-                self.group_message_at[index] = now
                 if index not in self.connected:
                     self.connected.add(index)
                     self._event("stream_connected", f"subscription {index} receiving "
@@ -143,6 +144,8 @@ class StreamHub:
                 if not read.rows:
                     continue
                 epoch = self.epochs[group]
+                self.group_data_ms[group] = max(self.group_data_ms[group],
+                                                max(int(row[0]) for row in read.rows))
                 if isinstance(builder, OhlcvCandleBuilder):
                     self._absorb(builder.on_candles(symbol, read.rows, epoch))
                 else:
@@ -172,9 +175,9 @@ class StreamHub:
 
     def close_due(self, now: float) -> None:
         """Hand on (or give up) the forming candles ``close_grace_s`` past their close. A candle
-        is handed on only if its connection delivered a message after the candle's close (so,
-        the connection being ordered, everything sent before the close has arrived); a silent
-        connection's candle is given up and taken from REST."""
+        is handed on only if its connection has delivered data of a later time (another
+        symbol's next candle or trade: the connection being ordered, everything the exchange
+        sent before has arrived); otherwise it is given up and taken from REST."""
         now_ns = int(now * 1e9)
         with self.cond:
             builder = self.builder
@@ -185,8 +188,8 @@ class StreamHub:
                 if forming is None:
                     continue
                 group = self.group_of[symbol]
-                close_s = (forming.ts + self.step_ns) / 1e9
-                alive = group in self.connected and self.group_message_at[group] >= close_s
+                close_ms = (forming.ts + self.step_ns) // 1_000_000
+                alive = group in self.connected and self.group_data_ms[group] >= close_ms
                 self._absorb(builder.close_due(symbol, now_ns, self.epochs[group], alive))
             self.cond.notify_all()
 
@@ -212,6 +215,7 @@ class StreamHub:
 
     def _absorb(self, result: BuildResult) -> None:
         for closed in result.closed:
+            log.debug("closed %s %s by %s", closed.symbol, closed.bar, closed.how)
             self.ready[closed.symbol].setdefault(closed.bar.ts, (closed.bar, "stream"))
         for closed in result.revised:
             self.revisions.append((closed.symbol, closed.bar))
@@ -308,11 +312,19 @@ class StreamFeed:
 
     # ---- CandleFeed ------------------------------------------------------------------------
     def history(self, symbol: str, n: int, before: int | None) -> list[Bar]:
-        now_ns = self._now_ns() if before is None else before + self.step_ns
-        stop = (now_ns // self.step_ns) * self.step_ns if before is None else before
-        start = stop - n * self.step_ns
-        rows = self._download(symbol, start, stop)
-        return rows[-n:] if n > 0 else []
+        """The last ``n`` closed candles before ``before`` (default: the forming one), over
+        REST; a window with holes is widened until it holds ``n`` (or the exchange has no more),
+        so the feature engine is primed with the same rows as from the stored table."""
+        if n <= 0:
+            return []
+        stop = (self._now_ns() // self.step_ns) * self.step_ns if before is None else before
+        span, rows = n, []
+        for _ in range(4):
+            rows = self._download(symbol, stop - span * self.step_ns, stop)
+            if len(rows) >= n or len(rows) < span // 2:
+                break
+            span += 2 * (n - len(rows))
+        return rows[-n:]
 
     def next_tick(self, after: Mapping[str, int | None], wait_s: float) -> Tick | str:
         self.start()
@@ -407,11 +419,8 @@ class StreamFeed:
         if time.monotonic() < self._next_backfill.get(symbol, 0.0):
             self._maybe_give_up(symbol, want, now_ns)
             return
-        with self.hub.lock:
-            later = [t for t in self.hub.ready[symbol] if t > want]
-        bound = min(later) if later else now_ns + 1  # the forming candle too: proves holes
-        try:
-            rows = self._download(symbol, want, bound)
+        try:  # up to now, the forming candle included: it proves the exchange's holes
+            rows = self._download(symbol, want, now_ns + 1)
         except ExchangeRequestError as error:
             self._retry_later(symbol)
             self.hub.event("backfill_failed", f"{symbol}: REST backfill from "
@@ -421,17 +430,17 @@ class StreamFeed:
         closed = [b for b in rows if b.ts + self.step_ns <= now_ns]
         with self.hub.lock:
             ready = self.hub.ready[symbol]
-            added = [b for b in closed if b.ts not in ready]
+            added = [b for b in closed if b.ts not in ready]  # the stream's own win
             for bar in added:
                 ready[bar.ts] = (bar, "rest")
             known = set(ready)
         if added:
             span = _when(added[0].ts) + ("" if len(added) == 1 else f" .. {_when(added[-1].ts)}")
             self.hub.event("backfill", f"{symbol}: {len(added)} candle(s) from REST: {span}", want)
-        seen = {b.ts for b in rows} | known
-        last_seen = max(seen) if seen else None
-        if last_seen is not None:
-            holes = [t for t in range(want, last_seen, self.step_ns) if t not in seen]
+        if rows:  # a candle the REST API skips while it shows a later one: the exchange's hole
+            on_rest = {b.ts for b in rows}
+            holes = [t for t in range(want, rows[-1].ts, self.step_ns)
+                     if t not in on_rest and t not in known]
             if holes:
                 self._holes[symbol].update(holes)
                 self.hub.event("exchange_gap", f"{symbol}: the exchange has no candle at "

@@ -50,6 +50,9 @@ class StreamWorker:
         self._ready = threading.Event()
         self._source: Any = None
         self._closing_reason: str | None = None
+        self._consumers: dict[int, asyncio.Task[None]] = {}
+        self._generation = 0  # connections replaced so far (groups may share one)
+        self._reconnecting = 0
 
     # ---- thread ------------------------------------------------------------------------
     def start(self) -> None:
@@ -151,24 +154,48 @@ class StreamWorker:
         return True
 
     async def _supervise(self, index: int, group: list[str]) -> None:
-        """Keep one subscription group streaming: consume until it fails, back off, again."""
+        """Keep one subscription group streaming: consume until it fails, replace the
+        connection, back off, again."""
         hub = self.hub
         while True:
+            generation = self._generation
+            consumer = asyncio.create_task(self._consume(index, group))
+            self._consumers[index] = consumer
             try:
-                await self._consume(index, group)
+                await consumer
+                reason = "the watch ended"
             except asyncio.CancelledError:
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():
+                    consumer.cancel()
                     raise  # shutdown
                 reason = self._closing_reason or "the connection was closed"
             except ExchangeRequestError as error:
                 reason = str(error)
             except Exception as error:  # noqa: BLE001 - a ccxt bug must not end the stream
                 reason = f"{type(error).__name__}: {error}"
-            delay = self.policy.delay(hub.disconnected(index, reason), self.rng)
-            hub.event("reconnect", f"group {index} ({','.join(group)[:60]}): reconnecting in "
-                      f"{delay:.2f} s")
+            attempt = await self._replace_connection(index, reason, generation)
+            delay = self.policy.delay(attempt, self.rng)
+            hub.event("reconnect", f"subscription {index} ({','.join(group)[:60]}): "
+                      f"reconnecting in {delay:.2f} s")
             await asyncio.sleep(delay)
+
+    async def _replace_connection(self, index: int, reason: str, generation: int) -> int:
+        """Read what the old connection delivered (under its epoch), close it (once for the
+        groups sharing it: ``generation``), then start a new epoch; the attempt number."""
+        self._reconnecting += 1
+        try:
+            self.hub.received(None, self._read_all())
+            if generation == self._generation:
+                self._generation += 1
+                try:
+                    await self._source.reconnect()
+                except ExchangeRequestError as error:
+                    self.hub.event("stream_error", f"closing the connection: {error}")
+                self.hub.received(None, self._read_all())
+            return self.hub.disconnected(index, reason)
+        finally:
+            self._reconnecting -= 1
 
     async def _consume(self, index: int, group: list[str]) -> None:
         hub, source = self.hub, self._source
@@ -195,8 +222,9 @@ class StreamWorker:
         last_reset = -float("inf")
         while True:
             await asyncio.sleep(cfg.watchdog_interval_s)
-            if hub.kind is not None:
-                hub.received(None, self._read_all())  # messages whose wake-up was lost
+            if self._reconnecting:
+                continue  # the old connection's data is being read under its own epoch
+            hub.received(None, self._read_all())  # messages whose wake-up was lost
             now = hub.clock()
             hub.close_due(now)
             age = now - hub.last_message_at
@@ -204,7 +232,5 @@ class StreamWorker:
                 last_reset = now
                 self._closing_reason = f"no message for {age:.1f} s"
                 hub.silent(age)
-                try:
-                    await self._source.reconnect()
-                except ExchangeRequestError as error:
-                    hub.event("stream_error", f"closing the silent connection: {error}")
+                for consumer in self._consumers.values():
+                    consumer.cancel()  # their supervisors replace the connection
