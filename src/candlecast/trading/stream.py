@@ -102,6 +102,7 @@ class StreamHub:
         grace_ns = int(self.config.close_grace_s * 1e9)
         with self.cond:
             self.kind = kind
+            self.last_message_at = self.clock()  # silence is counted from the subscription
             self.builder = (OhlcvCandleBuilder if kind == "ohlcv" else TradeCandleBuilder)(
                 self.symbols, self.step_ns, grace_ns)
             self.epochs, self.attempts = [0] * groups, [0] * groups
