@@ -51,7 +51,7 @@ TRADE_OFFSETS = (0.02, 0.3, 0.6, 0.98)
 
 class FakeClock:
     """Exchange time in seconds: ``start_s`` until :meth:`run`, then ``speed`` times faster than
-    the wall."""
+    the wall (the player of a stream with ``hold_s`` may :meth:`advance` it)."""
 
     def __init__(self, start_s: float, speed: float = 1.0) -> None:
         self.start_s, self.speed = start_s, speed
@@ -67,6 +67,9 @@ class FakeClock:
 
     def now_ms(self) -> int:
         return int(self() * 1000)
+
+    def advance(self, seconds: float) -> None:
+        self.start_s += seconds
 
     def wall_delay(self, at_s: float) -> float:
         """Wall seconds until the exchange clock reads ``at_s``."""
@@ -143,8 +146,11 @@ class FakeBinanceStream:
 
     def __init__(self, tables: dict[str, list[list[Any]]], first_open_ms: int, n: int,
                  timeframe: str, clock: FakeClock, rest: ReplayedBinance | None = None,
-                 faults: list[StreamFault] | None = None) -> None:
+                 faults: list[StreamFault] | None = None,
+                 trade_offsets: tuple[float, ...] = TRADE_OFFSETS,
+                 hold_s: float = 0.0) -> None:
         self.tables, self.timeframe, self.clock, self.rest = tables, timeframe, clock, rest
+        self.trade_offsets, self.hold_s = trade_offsets, hold_s
         self.step_ms = TIMEFRAME_MS[timeframe]
         self.faults = list(faults or [])
         self.markets = list(tables)
@@ -204,7 +210,7 @@ class FakeBinanceStream:
         amount = v / 4
         msgs = []
         hi_, lo_ = o, o
-        for j, (frac, price) in enumerate(zip(TRADE_OFFSETS, prices, strict=True)):
+        for j, (frac, price) in enumerate(zip(self.trade_offsets, prices, strict=True)):
             t_ms = open_ms + int(frac * self.step_ms)
             hi_, lo_ = max(hi_, price), min(lo_, price)
             snap = (o, hi_, lo_, price, amount * (j + 1)) if j < 3 else (o, h, lo, c, v)
@@ -234,10 +240,22 @@ class FakeBinanceStream:
                       "v": v, "n": 4, "x": closed, "q": "0", "V": "0", "Q": "0", "B": "0"}}
 
     async def _play(self) -> None:
+        last_close = time.monotonic()
+        step_s = self.step_ms / 1000
         for msg in self.messages:
             delay = self.clock.wall_delay(msg.at_s)
+            if self.hold_s and delay > 0.2 and hasattr(self.clock, "advance"):
+                # a clock that can jump: skip the quiet middle of a candle, but give the feeds
+                # hold_s of wall time after each close first
+                wait = self.hold_s - (time.monotonic() - last_close)
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                self.clock.advance(max(0.0, self.clock.wall_delay(msg.at_s) - 0.05))
+                delay = self.clock.wall_delay(msg.at_s)
             if delay > 0:
                 await asyncio.sleep(delay)
+            if msg.kind == "data" and (msg.at_s % step_s) < step_s / 100:
+                last_close = time.monotonic()  # the first message after a candle's close
             await self._dispatch(msg)
         self.done.set()
 
@@ -283,7 +301,7 @@ class FakeBinanceStream:
         if msg.stream.endswith("@trade"):
             data = json.loads(msg.body)
             key = (data["s"], data["T"] - data["T"] % self.step_ms)
-            self.last_trade_sent[key] = time.perf_counter()
+            self.last_trade_sent[key] = time.time()
 
     async def _send_all(self, body: str, stream: str | None) -> None:
         for conn in list(self.connections):

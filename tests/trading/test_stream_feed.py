@@ -218,3 +218,38 @@ def test_second_symbol_of_a_burst_is_read_from_ccxt_cache(tmp_path):
     assert {k: cached.get(k) for k in expected} == expected
     wrong = sum(returned.get(k) != v for k, v in expected.items())
     print(f"from ccxt's return values, {wrong} of {len(expected)} candles had stale values")
+
+
+@pytest.mark.timeout(120)
+def test_a_burst_of_thousands_of_trades_does_not_wedge_the_connection():
+    """ccxt.pro's hand-drain of aiohttp's queue leaks its size accounting until aiohttp stops
+    reading for good (about 4,200 burst messages with ccxt 4.5.64 / aiohttp 3.14.5); the
+    adapter's clients read one message at a time, so every trade of a 6,392-trade burst
+    arrives (without them, 3,383 did)."""
+    import asyncio
+
+    frames = bundled()
+    n = 800
+    with running_exchange(frames, FIRST, n, candle_wall_s=0.0005) as ex:
+        source = ex.connect()()
+        expected = 4 * sum(len(ex.expected(s)) for s in SYMBOLS)
+
+        async def run() -> int:
+            await source.load_markets()
+            count = 0
+            task = asyncio.ensure_future(source.wait_trades(list(SYMBOLS)))
+            await asyncio.sleep(0.3)
+            ex.ws.play()
+            while count < expected:
+                done, _ = await asyncio.wait({task}, timeout=5)
+                if not done:
+                    break
+                count += sum(len(r.rows) for _, r in source.trade_reads(list(SYMBOLS)))
+                task = asyncio.ensure_future(source.wait_trades(list(SYMBOLS)))
+            task.cancel()
+            await source.close()
+            return count
+
+        count = asyncio.run(run())
+        sent = ex.ws.sent["trade"]
+    assert count == sent == expected > 6000

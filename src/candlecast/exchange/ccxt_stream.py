@@ -20,6 +20,15 @@ after every wake-up loses nothing. A candle cache updates a candle in place; the
 few candles is compared with what was read before, so a changed (revised) older candle shows up
 as well as a new one.
 
+ccxt.pro's receive loop also drains aiohttp's message queue by hand and under-counts what it
+took (aiohttp adds a fixed overhead per message to the queue's size, ccxt subtracts only the
+payloads): after a few thousand messages that arrived in bursts the queue's size stays above
+aiohttp's low-water mark with the queue empty, aiohttp never resumes reading, and the
+connection is wedged, open and silent (measured with ccxt 4.5.64 and aiohttp 3.14.5: 50 symbols
+on one connection stopped after about 4,200 trades at any rate from 2,500 a second). The
+clients of this adapter read one message at a time instead (:class:`_OneByOneClient`), which
+keeps aiohttp's accounting exact.
+
 Every failure is a :class:`~candlecast.exchange.errors.TransientExchangeError` (dropped
 connection, timeout, a message ccxt could not parse) or a
 :class:`~candlecast.exchange.errors.PermanentExchangeError` (unknown symbol, unsupported stream).
@@ -31,11 +40,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 from urllib.parse import urlsplit
 
 import ccxt
 import ccxt.pro as ccxtpro
+from ccxt.async_support.base.ws.client import Client
 
 from candlecast.exchange.ccxt_source import override_api_urls
 from candlecast.exchange.errors import (
@@ -64,6 +75,9 @@ class CacheRead:
     overflow: bool = False
 
 
+_NOTHING = CacheRead([])
+
+
 @dataclass(frozen=True)
 class StreamCapabilities:
     """What the exchange streams, per ccxt's ``has``."""
@@ -72,6 +86,29 @@ class StreamCapabilities:
     ohlcv_for_symbols: bool
     trades: bool
     trades_for_symbols: bool
+
+
+class _OneByOneClient(Client):  # type: ignore[misc]
+    """ccxt.pro's WebSocket client without its hand-drain of aiohttp's queue (see the module
+    docstring): ``buffer`` is only used by that drain, so with ``None`` every message is read
+    through aiohttp's own ``receive()``."""
+
+    @property
+    def buffer(self) -> None:
+        return None
+
+
+def _read_one_by_one(exchange: Any) -> None:
+    """Make every WebSocket client ``exchange`` creates a :class:`_OneByOneClient`."""
+    make_client = exchange.client
+
+    def client(url: str) -> Any:
+        made = make_client(url)
+        if type(made) is Client:
+            made.__class__ = _OneByOneClient
+        return made
+
+    exchange.client = client
 
 
 def override_ws_urls(exchange: Any, ws_url: str) -> None:
@@ -135,6 +172,7 @@ class CcxtStreamSource:
                 exchange.urls["api"]["ws"] = ws_urls
         if ws_url is not None:
             override_ws_urls(exchange, ws_url)
+        _read_one_by_one(exchange)
         return cls(exchange)
 
     def __repr__(self) -> str:
@@ -173,20 +211,33 @@ class CcxtStreamSource:
         message)."""
         cache = ((self._exchange.ohlcvs or {}).get(symbol) or {}).get(timeframe)
         if not cache:
-            return CacheRead([])
-        seen = self._candles_seen.get((symbol, timeframe), {})
+            return _NOTHING
+        key = (symbol, timeframe)
+        seen = self._candles_seen.get(key, {})
+        tail = list(islice(reversed(cache), CANDLE_TAIL))
+        tail.reverse()
+        fresh = [row for row in tail if seen.get(row[0]) != tuple(row[1:6])]
+        if not fresh:
+            return _NOTHING
+        self._candles_seen[key] = {row[0]: tuple(row[1:6]) for row in tail}
         rows: list[Candle] = []
         bad: list[str] = []
-        tail = cache[-CANDLE_TAIL:]
-        for row in tail:
-            if seen.get(row[0]) != tuple(row[1:6]):
-                candle = _candle(row)
-                if isinstance(candle, str):
-                    bad.append(f"{symbol}: {candle}")
-                else:
-                    rows.append(candle)
-        self._candles_seen[(symbol, timeframe)] = {row[0]: tuple(row[1:6]) for row in tail}
+        for row in fresh:
+            candle = _candle(row)
+            if isinstance(candle, str):
+                bad.append(f"{symbol}: {candle}")
+            else:
+                rows.append(candle)
         return CacheRead(rows, tuple(bad))
+
+    def candle_reads(self, symbols: list[str], timeframe: str) -> list[tuple[str, CacheRead]]:
+        """:meth:`candle_updates` of every symbol that has any."""
+        out = []
+        for symbol in symbols:
+            read = self.candle_updates(symbol, timeframe)
+            if read is not _NOTHING:
+                out.append((symbol, read))
+        return out
 
     # ---- trades ----------------------------------------------------------------------------
     async def wait_trades(self, symbols: list[str]) -> None:
@@ -202,16 +253,20 @@ class CcxtStreamSource:
         call, in arrival order, duplicates included (the cache keeps what the exchange sent)."""
         cache = (self._exchange.trades or {}).get(symbol)
         if not cache:
-            return CacheRead([])
+            return _NOTHING
         mark = self._trade_marks.get(symbol)
-        fresh: list[Any] = []
+        newest = reversed(cache)
+        first = next(newest)
+        if first is mark:
+            return _NOTHING
+        fresh: list[Any] = [first]
         found = mark is None
-        for item in reversed(cache):
+        for item in newest:
             if item is mark:
                 found = True
                 break
             fresh.append(item)
-        self._trade_marks[symbol] = cache[-1]
+        self._trade_marks[symbol] = first
         rows: list[StreamTrade] = []
         bad: list[str] = []
         for item in reversed(fresh):
@@ -221,6 +276,15 @@ class CcxtStreamSource:
             else:
                 rows.append(trade)
         return CacheRead(rows, tuple(bad), overflow=not found)
+
+    def trade_reads(self, symbols: list[str]) -> list[tuple[str, CacheRead]]:
+        """:meth:`trade_updates` of every symbol that has any."""
+        out = []
+        for symbol in symbols:
+            read = self.trade_updates(symbol)
+            if read is not _NOTHING:
+                out.append((symbol, read))
+        return out
 
     # ---- connection ------------------------------------------------------------------------
     async def reconnect(self) -> None:

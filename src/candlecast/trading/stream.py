@@ -144,6 +144,7 @@ class StreamHub:
                     self.epochs[group] += 1
                 if not read.rows:
                     continue
+                self.stats["rows"] += len(read.rows)
                 epoch = self.epochs[group]
                 self.group_data_ms[group] = max(self.group_data_ms[group],
                                                 max(int(row[0]) for row in read.rows))
@@ -306,8 +307,9 @@ class StreamFeed:
                               now - self.hub.last_message_at, self.hub.fatal)
 
     def stats(self) -> dict[str, int]:
-        """Counts since start: every event kind, ``messages``, ``reconnects``, ``candles_stream``
-        and ``candles_rest`` (candles handed on, by where they came from)."""
+        """Counts since start: every event kind, ``messages`` (wake-ups with data), ``rows``
+        (snapshots or trades read), ``reconnects``, ``candles_stream`` and ``candles_rest``
+        (candles handed on, by where they came from)."""
         with self.hub.lock:
             return dict(self.hub.stats)
 

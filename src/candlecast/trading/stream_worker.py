@@ -213,8 +213,8 @@ class StreamWorker:
         :mod:`candlecast.exchange.ccxt_stream`), so every read covers all symbols."""
         hub, source = self.hub, self._source
         if hub.kind == "ohlcv":
-            return [(s, source.candle_updates(s, hub.timeframe)) for s in hub.symbols]
-        return [(s, source.trade_updates(s)) for s in hub.symbols]
+            return source.candle_reads(hub.symbols, hub.timeframe)
+        return source.trade_reads(hub.symbols)
 
     async def _watchdog(self) -> None:
         hub = self.hub
