@@ -209,3 +209,24 @@ def test_ws_and_rest_urls_are_repointed_separately():
         CcxtStreamSource.create("coinmate")
     with pytest.raises(ValueError, match="ws_url"):
         CcxtStreamSource.create("binance", ws_url="http://x")
+
+
+def test_docs_name_every_stream_event_and_metric(repo_root):
+    """docs/trading.md explains every event kind the streaming feed can journal and every
+    metric the trader exports (found in the code, so a new one cannot go undocumented)."""
+    import re
+
+    src = repo_root / "src" / "candlecast" / "trading"
+    code = {name: (src / name).read_text() for name in (
+        "candle_builder.py", "stream.py", "stream_worker.py", "candle_appender.py", "metrics.py",
+        "trader.py")}
+    notes = set(re.findall(r'StreamNote\("(\w+)"', code["candle_builder.py"] + code["stream.py"]))
+    events = {f"candle_{k}" for k in notes}
+    for name in ("stream.py", "stream_worker.py", "candle_appender.py"):
+        events |= set(re.findall(r'(?:_event|\.event|on_event)\(\s*"(\w+)"', code[name]))
+    events.add("stale_data")
+    metrics = set(re.findall(r'MetricFamily\("(\w+)"', code["metrics.py"]))
+    doc = (repo_root / "docs" / "trading.md").read_text()
+    assert len(events) >= 20 and len(metrics) >= 10
+    missing = sorted(k for k in events | metrics if k not in doc)
+    assert missing == []

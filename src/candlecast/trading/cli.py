@@ -146,8 +146,11 @@ def run(
     # collection would otherwise walk it (hundreds of ms) in the middle of some candle's tick
     gc.collect()
     gc.freeze()
+    failure: RuntimeError | None = None
     try:
         summary = trader.run(max_ticks=max_candles)
+    except RuntimeError as exc:  # the stream feed failed for good (e.g. its worker died)
+        failure = exc
     finally:
         gc.unfreeze()
         if hasattr(trader.feed, "close"):
@@ -159,6 +162,8 @@ def run(
             server.server_close()
         trader.store.close()
         stop.restore()
+    if failure is not None:
+        _fail(failure)
     typer.echo(json.dumps(summary.to_dict() | {"mode": config.mode}, default=str))
 
 
