@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from candlecast.models.base import DirectionModel
-from candlecast.models.zoo_ensemble import base_prediction
+from candlecast.models.ensemble import base_prediction
 from candlecast.training.splits import Fold
 
 #: Columns of the out-of-fold prediction frame, in order (``regime`` only when joined).
