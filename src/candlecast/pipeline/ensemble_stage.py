@@ -30,8 +30,10 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from candlecast.common.time import naive_utc
 from candlecast.config import Params
 from candlecast.data.store import write_parquet_atomic
+from candlecast.evaluation.metrics import log_loss
 from candlecast.models import registry
 from candlecast.models.champion import ChampionDecision, decide_champion, deferred_decision
 from candlecast.models.ensemble_pyfunc import ZooEnsemblePyfunc
@@ -50,7 +52,6 @@ from candlecast.pipeline.zoo_common import (
     write_json,
     zoo_run,
 )
-from candlecast.training.metrics import log_loss
 
 log = logging.getLogger(__name__)
 ENSEMBLE_MODELS: tuple[str, ...] = ("ensemble", "simple_average")
@@ -249,15 +250,6 @@ def _fold_rows(zoo: ZooData, fold_ids: list[int], seconds: float) -> pd.DataFram
     return pd.DataFrame(rows)
 
 
-def naive_utc(frame: pd.DataFrame, column: str) -> pd.DataFrame:
-    """``frame`` with ``column`` as tz-naive UTC: MLflow's ``datetime`` type carries no zone
-    and rejects tz-aware input, so the pyfunc's callers pass UTC wall times."""
-    out = frame.copy()
-    values = pd.to_datetime(out[column], utc=True)
-    out[column] = values.dt.tz_localize(None)
-    return out
-
-
 def build_bundle(
     params: Params, zoo: ZooData, zoo_paths: ZooPaths, stacker: Any, inputs: dict[str, Any]
 ) -> ZooEnsemble:
@@ -400,7 +392,7 @@ def _log_and_register(
     for key, value in {**evaluation, **decision.as_tags()}.items():
         client.set_model_version_tag(name, version, key, value)
     if decision.alias == "champion":
-        from candlecast.ops.aliases import move_champion
+        from candlecast.tracking.aliases import move_champion
 
         move_champion(client, name, version, decision.reason, actor="ensemble stage")
     else:
