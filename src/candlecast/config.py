@@ -21,6 +21,7 @@ from candlecast.backtest.config import BacktestConfig, CostConfig
 from candlecast.data.ingest import CcxtIngestConfig
 from candlecast.data.sample import DATASETS
 from candlecast.data.schema import SeriesId, timeframe_to_timedelta
+from candlecast.evaluation.splits import WalkForwardConfig
 from candlecast.features import FeatureConfig, LabelConfig
 from candlecast.models.baselines import BaselineConfig
 from candlecast.models.chronos_config import ChronosConfig, check_checkpoint
@@ -36,7 +37,6 @@ from candlecast.policy.config import PolicyConfig, PolicySearchSpace
 from candlecast.risk.config import RiskConfig
 from candlecast.serving.config import ServingConfig
 from candlecast.trading.config import TradeConfig
-from candlecast.training.splits import WalkForwardConfig
 from candlecast.validation import ValidationConfig
 
 

@@ -25,11 +25,11 @@ from candlecast.features import FeatureConfig, compute_features, feature_names
 from candlecast.models.baselines import MomentumModel, PersistenceModel
 from candlecast.models.chronos_config import ChronosConfig
 from candlecast.models.chronos_model import ChronosDirectionModel
-from candlecast.models.stacking import EnsembleConfig, OOFPredictions, Stacker
+from candlecast.models.ensemble import Ensemble, regime_inputs
 from candlecast.models.lightgbm_model import LightGBMDirectionModel, LightGBMModelConfig
 from candlecast.models.regime import GarchVolatility, GaussianRegimes, RegimeConfig
+from candlecast.models.stacking import EnsembleConfig, OOFPredictions, Stacker
 from candlecast.models.transformer import TransformerConfig, TransformerDirectionModel
-from candlecast.models.ensemble import Ensemble, regime_inputs
 
 pytestmark = pytest.mark.slow
 

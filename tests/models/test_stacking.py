@@ -9,7 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from candlecast.evaluation.metrics import log_loss, metrics_table
+from candlecast.evaluation.splits import WalkForwardConfig, walk_forward_splits
 from candlecast.models.baselines import make_baselines
+from candlecast.models.regime import GaussianRegimes, RegimeConfig, regime_features
 from candlecast.models.stacking import (
     ENSEMBLE_OUTPUTS,
     Calibrator,
@@ -22,9 +25,6 @@ from candlecast.models.stacking import (
     simple_average,
     stack_walk_forward,
 )
-from candlecast.models.regime import GaussianRegimes, RegimeConfig, regime_features
-from candlecast.training.metrics import log_loss, metrics_table
-from candlecast.training.splits import WalkForwardConfig, walk_forward_splits
 
 N = 9000
 TIMES = pd.date_range("2024-01-01", periods=N, freq="30min", tz="UTC")

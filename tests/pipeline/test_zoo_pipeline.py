@@ -24,6 +24,7 @@ from mlflow.tracking import MlflowClient
 from nbclient import NotebookClient
 
 from candlecast.config import load_params
+from candlecast.evaluation.metrics import METRIC_NAMES
 from candlecast.feature_store.definitions import EVENT_TIMESTAMP, JOIN_KEY
 from candlecast.models import registry
 from candlecast.models.baselines import MomentumModel
@@ -33,7 +34,6 @@ from candlecast.pipeline.ensemble_stage import _decide, load_zoo_predictions, st
 from candlecast.pipeline.paths import Paths
 from candlecast.pipeline.runner import run_stage, zoo_plan
 from candlecast.pipeline.zoo_common import SERIES, TIME, ZooPaths, load_zoo_data
-from candlecast.training.metrics import METRIC_NAMES
 
 pytestmark = pytest.mark.slow
 PREP = ("ingest", "validate", "features", "feature-store")

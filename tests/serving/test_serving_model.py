@@ -169,15 +169,15 @@ def _small_zoo_pyfunc(folder):  # noqa: ANN001, ANN202
     import numpy as np
     from mlflow.models import infer_signature
 
+    from candlecast.common.time import naive_utc
     from candlecast.data.sample import load_sample
     from candlecast.features import feature_names
     from candlecast.models.baselines import MomentumModel, PersistenceModel
-    from candlecast.models.stacking import EnsembleConfig, OOFPredictions, Stacker
+    from candlecast.models.ensemble import Ensemble, regime_inputs
     from candlecast.models.ensemble_pyfunc import EnsemblePyfunc
     from candlecast.models.lightgbm_model import LightGBMDirectionModel, LightGBMModelConfig
     from candlecast.models.regime import GarchVolatility, GaussianRegimes, RegimeConfig
-    from candlecast.models.ensemble import Ensemble, regime_inputs
-    from candlecast.pipeline.ensemble_stage import naive_utc
+    from candlecast.models.stacking import EnsembleConfig, OOFPredictions, Stacker
 
     root = os.path.join(os.path.dirname(__file__), "..", "..", "data", "sample")
     names = list(feature_names(FeatureConfig()))
@@ -218,7 +218,7 @@ def _small_zoo_pyfunc(folder):  # noqa: ANN001, ANN202
 
 
 def test_ensemble_is_called_directly_with_the_pyfunc_answer(tmp_path):
-    from candlecast.pipeline.ensemble_stage import naive_utc
+    from candlecast.common.time import naive_utc
     from candlecast.serving.model import PyfuncSignalModel, parse_output
 
     ensemble, data = _small_zoo_pyfunc(tmp_path)

@@ -19,18 +19,19 @@ bundle also carries the decision policy chosen with it (``manifest["policy"]``) 
 model it was chosen under (``manifest["costs"]``).
 
 For one horizon, ``predict(frame)`` takes recent feature rows (``series_id``,
-``event_timestamp`` and the feature columns; several series allowed, any order) and answers for the LAST row of each
-series (``rows="last"``, the serving case) or for every row (``rows="all"``). Sequence models
-read the rows before a target row, so a caller passes ``window_rows`` rows per series. GARCH
-volatility is filtered over the rows given, starting from the training backcast: with
-``window_rows`` rows the start value's weight has decayed by ``beta ** window_rows``.
+``event_timestamp`` and the feature columns; several series allowed, any order) and answers
+for the LAST row of each series (``rows="last"``, the serving case) or for every row
+(``rows="all"``). Sequence models read the rows before a target row, so a caller passes
+``window_rows`` rows per series. GARCH volatility is filtered over the rows given, starting
+from the training backcast: with ``window_rows`` rows the start value's weight has decayed by
+``beta ** window_rows``.
 
 ``rows="last"`` runs the array path (:meth:`Ensemble.predict_last`, also what the service
 calls): per series, numpy arrays end to end, each base model on just the context it reads
 (Chronos one context, the transformer one window, LightGBM and the baselines one row, GARCH
 and the regimes the last row). It gives the same numbers as the frame path
-(``_predict_frame``, still used for ``rows="all"``), tested on real data; the only
-difference is float32 rounding of the transformer's batch of one (relative ~1e-7).
+(``_predict_frame``, still used for ``rows="all"``), tested on real data; the only difference
+is float32 rounding of the transformer's batch of one (relative ~1e-7).
 
 Extra inputs are filled as in training: missing GARCH vol carries the last value of the series
 (else the training median), missing regime probabilities become uniform, a missing Chronos

@@ -26,9 +26,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
+from candlecast.evaluation.metrics import brier_score, log_loss
+from candlecast.evaluation.splits import Fold, TimeAxis, chronological_folds
 from candlecast.models.base import NotFittedError, check_binary_labels
-from candlecast.training.metrics import brier_score, log_loss
-from candlecast.training.splits import Fold, TimeAxis, chronological_folds
 
 CalibrationMethod = Literal["none", "platt", "isotonic"]
 CALIBRATION_METHODS: tuple[CalibrationMethod, ...] = ("none", "platt", "isotonic")

@@ -32,6 +32,7 @@ import pandas as pd
 
 from candlecast.config import Params
 from candlecast.data.store import write_parquet_atomic
+from candlecast.evaluation.splits import Fold
 from candlecast.models import registry
 from candlecast.models.ensemble import Ensemble, HorizonEnsemble
 from candlecast.models.registry import MODELS
@@ -48,7 +49,6 @@ from candlecast.pipeline.zoo_common import (
     write_json,
     zoo_run,
 )
-from candlecast.training.splits import Fold
 
 log = logging.getLogger(__name__)
 ENSEMBLE_MODELS: tuple[str, ...] = ("ensemble", "simple_average")

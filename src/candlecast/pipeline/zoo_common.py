@@ -19,12 +19,12 @@ import pandas as pd
 
 from candlecast.config import Params
 from candlecast.data.schema import timeframe_to_timedelta
+from candlecast.evaluation.metrics import METRIC_NAMES, MetricsConfig, metrics_table
+from candlecast.evaluation.splits import Fold, walk_forward_splits
 from candlecast.features import feature_names
 from candlecast.pipeline.paths import Paths
 from candlecast.tracking import Lineage, configure_mlflow, file_digest, git_commit
 from candlecast.tracking.runs import KIND_TAG, create_run, ensure_parent_run, pipeline_key
-from candlecast.training.metrics import METRIC_NAMES, MetricsConfig, metrics_table
-from candlecast.training.splits import Fold, walk_forward_splits
 from candlecast.training.walkforward import DataSpec
 
 log = logging.getLogger(__name__)

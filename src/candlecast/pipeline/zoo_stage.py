@@ -18,6 +18,7 @@ import pandas as pd
 
 from candlecast.config import Params
 from candlecast.data.store import write_parquet_atomic
+from candlecast.evaluation.splits import Fold
 from candlecast.models import registry
 from candlecast.pipeline.paths import Paths
 from candlecast.pipeline.zoo_common import (
@@ -33,7 +34,6 @@ from candlecast.pipeline.zoo_common import (
     zoo_run,
 )
 from candlecast.tracking.runs import KIND_TAG, create_run
-from candlecast.training.splits import Fold
 from candlecast.training.walkforward import FoldOutcome, run_walk_forward
 
 log = logging.getLogger(__name__)

@@ -46,6 +46,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
+from candlecast.common.time import naive_utc
 from candlecast.feature_store.definitions import EVENT_TIMESTAMP, JOIN_KEY
 
 _QUANTILE = re.compile(r"^q(0(\.\d+)?|1(\.0+)?|\.\d+)$")
@@ -290,9 +291,7 @@ class PyfuncSignalModel:
             return ModelOutput(prob_up=p, confidence=abs(p - 0.5) * 2.0)
         frame = rows.iloc[-self.window_rows:][list(self.input_columns)].reset_index(drop=True)
         if EVENT_TIMESTAMP in frame.columns:
-            # MLflow's schema enforcement accepts only tz-naive datetimes: naive UTC
-            ts = pd.to_datetime(frame[EVENT_TIMESTAMP], utc=True)
-            frame[EVENT_TIMESTAMP] = ts.dt.tz_localize(None)
+            frame = naive_utc(frame, EVENT_TIMESTAMP)  # MLflow's schema: tz-naive datetimes
         out = parse_output(self.pyfunc.predict(frame))
         if out.confidence is None:
             out = ModelOutput(out.prob_up, out.quantiles, abs(out.prob_up - 0.5) * 2.0,
