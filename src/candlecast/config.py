@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from candlecast.backtest.config import BacktestConfig, CostConfig
+from candlecast.backtest.rules import RuleConfig
 from candlecast.data.ingest import CcxtIngestConfig
 from candlecast.data.sample import DATASETS
 from candlecast.data.schema import SeriesId, timeframe_to_timedelta
@@ -33,7 +34,7 @@ from candlecast.models.registry import (
     resolve_checkpoint,
 )
 from candlecast.ops.config import OpsConfig
-from candlecast.policy.config import PolicyConfig, PolicySearchSpace
+from candlecast.policy.config import PolicyConfig, PolicySearchSpace, PolicyTuning
 from candlecast.risk.config import RiskConfig
 from candlecast.serving.config import ServingConfig
 from candlecast.trading.config import TradeConfig
@@ -226,10 +227,17 @@ class EnsembleParams(_Frozen):
     registered_model: str = "candlecast-ensemble"
     #: the ensemble is scored on OOF fold k using folds < k only, from this fold on.
     min_train_folds: int = Field(default=1, ge=1)
-    #: the champion decision compares log loss on the latest this-many folds.
+    #: the champion decision compares the model + policy on the latest this-many scored folds.
     decision_folds: int = Field(default=1, ge=1)
-    #: fewest rows the champion comparison may rest on (else the new model is only a challenger).
+    #: fewest bars (per series) the champion comparison may rest on (else the new model is
+    #: only a challenger).
     min_decision_rows: int = Field(default=500, ge=1)
+    #: what the champion rule compares: the net Sharpe or Calmar ratio of model + policy
+    criterion: Literal["sharpe", "calmar"] = "sharpe"
+    #: log-loss guards of the champion rule: never above this (a coin flip is ln 2 = 0.6931)...
+    max_log_loss: float = Field(default=0.6940, gt=0)
+    #: ...and never more than this above the champion's on the same rows
+    log_loss_tolerance: float = Field(default=0.005, ge=0)
     #: feature rows per series the served ensemble reads (context of the sequence models and
     #: GARCH warm-up); at least every base model's context + 1.
     window_rows: int = Field(default=128, ge=1, le=10_000)
@@ -240,10 +248,10 @@ class EnsembleParams(_Frozen):
     #: EnsembleConfig fields (calibration, inner_folds, C, clip); the horizon comes from the
     #: label. Validated by :func:`check_deferred` (its module imports scikit-learn).
     stacking: dict[str, Any] = Field(default_factory=dict)
-    #: who moves the ``champion`` alias: ``log_loss`` (this stage, the rule of
+    #: who moves the ``champion`` alias: ``net_return`` (the register stage, the rule of
     #: ``candlecast.models.champion``) or ``defer`` (register as ``challenger`` only; the ops
     #: retrain flow decides with a backtest and a significance test)
-    promotion: Literal["log_loss", "defer"] = "log_loss"
+    promotion: Literal["net_return", "defer"] = "net_return"
 
 
 #: Sections whose config classes live in modules with heavy imports (torch, scikit-learn,
@@ -257,40 +265,18 @@ _DEFERRED: dict[str, str] = {
 }
 _LABEL = re.compile(r"^label_up_(\d+)$")
 class BacktestParams(_Frozen):
-    """What the `backtest` stage replays: which model's out-of-sample predictions, how they
-    become signals, and the run settings (``run``: initial equity, shorting, re-entry)."""
+    """What the `backtest` stage replays: which model's out-of-sample forecasts (traded by the
+    walk-forward policy of the ``policy`` stage), the rule baselines beside it, and the run
+    settings (``run``: initial equity per series, shorting allowed at all)."""
 
     predictions: str = "models/ensemble/oof.parquet"
     model: str = "ensemble"
     run_info: str = "models/ensemble/summary.json"
-    band: float = Field(default=0.02, ge=0, lt=0.5)
-    #: configurations tried to reach the model (deflates the Sharpe); None: the trial universe
-    #: below plus the Optuna trials of the LightGBM tuning
+    #: configurations tried to reach the policy (deflates the Sharpe); None: counted from the
+    #: policy searches, the PBO universe, the rule baselines and the LightGBM tuning trials
     n_trials: int | None = Field(default=None, ge=1)
-    #: the trial universe for PBO/DSR: every model of the zoo and the ensemble x these bands
-    trial_bands: tuple[float, ...] = (0.0, 0.02, 0.05)
+    rules: RuleConfig = RuleConfig()
     run: BacktestConfig = BacktestConfig()
-
-    @model_validator(mode="after")
-    def _bands(self) -> BacktestParams:
-        if any(not 0 <= b < 0.5 for b in self.trial_bands):
-            raise ValueError(f"backtest.trial_bands must lie in [0, 0.5), got {self.trial_bands}")
-        return self
-
-
-class PolicyTuningParams(_Frozen):
-    """The walk-forward policy search (``policy.tuning``): Optuna inside each fold, on the
-    ensemble's out-of-sample forecasts of the folds before it, scored net of costs."""
-
-    enabled: bool = True
-    n_trials: int = Field(default=40, ge=1, le=10_000)
-    seed: int = 42
-    #: what the search maximizes over the tuning window: the net Sharpe or Calmar ratio of the
-    #: equal-weight book of all series
-    objective: Literal["sharpe", "calmar"] = "sharpe"
-    #: a configuration trading fewer round trips than this per series and 1,000 bars scores
-    #: -inf (too few trades to tell luck from edge)
-    min_trades_per_1000_bars: float = Field(default=1.0, ge=0)
 
 
 class PolicyParams(_Frozen):
@@ -300,7 +286,7 @@ class PolicyParams(_Frozen):
 
     default: PolicyConfig = PolicyConfig()
     search: PolicySearchSpace = PolicySearchSpace()
-    tuning: PolicyTuningParams = PolicyTuningParams()
+    tuning: PolicyTuning = PolicyTuning()
 
 
 class Params(_Frozen):

@@ -61,8 +61,8 @@ class ZooPaths:
         return self.root / "reports" / "models"
 
     @property
-    def metrics_file(self) -> Path:
-        return self.root / "metrics" / "models.json"
+    def metrics_dir(self) -> Path:
+        return self.root / "metrics" / "models"
 
     @property
     def plots(self) -> Path:
