@@ -71,7 +71,9 @@ def train_model_flow(
     )
 
 
+policy_flow = _flow_for("policy")
 backtest_flow = _flow_for("backtest")
+register_flow = _flow_for("register")
 package_flow = _flow_for("package")
 FLOWS = {
     "ingest": ingest_flow,
@@ -84,7 +86,9 @@ FLOWS = {
     "train-model": train_model_flow,
     "ensemble": ensemble_flow,
     "compare": compare_flow,
+    "policy": policy_flow,
     "backtest": backtest_flow,
+    "register": register_flow,
     "package": package_flow,
 }
 

@@ -164,6 +164,25 @@ def serve(
     os.execve(str(bentoml), args, env)  # noqa: S606 - replaces this process, no shell
 
 
+@app.command("report")
+def report(
+    root: RootOption = Path(),
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print Markdown tables (the "
+                                           "README's) instead of rich tables.")] = False,
+) -> None:
+    """The backtest's results as tables: the walk-forward policy beside buy-and-hold and the
+    rule baselines (the book and each series), per fold, DSR and PBO, the targets checked."""
+    from candlecast.pipeline.report import load_summary, render
+
+    try:
+        summary = load_summary(root.resolve())
+    except FileNotFoundError as exc:
+        _fail(exc)
+    text = render(summary, markdown=markdown)
+    if text is not None:
+        typer.echo(text)
+
+
 @app.command("check-params")
 def check_params(root: RootOption = Path(), params: ParamsOption = None) -> None:
     """Validate params.yaml and print the resolved parameters."""

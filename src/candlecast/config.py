@@ -275,6 +275,10 @@ class BacktestParams(_Frozen):
     #: configurations tried to reach the policy (deflates the Sharpe); None: counted from the
     #: policy searches, the PBO universe, the rule baselines and the LightGBM tuning trials
     n_trials: int | None = Field(default=None, ge=1)
+    #: configurations of earlier design iterations whose results on these same windows were
+    #: looked at before this configuration was run (declared by the researcher; counted in the
+    #: deflated Sharpe's number of trials on top of this run's own)
+    prior_trials: int = Field(default=0, ge=0)
     rules: RuleConfig = RuleConfig()
     run: BacktestConfig = BacktestConfig()
 
