@@ -498,19 +498,20 @@ class TimedSignals:
         self.seconds: list[float] = []
         self.answers: list[Any] = []
 
-    def signal(self, series: Any) -> Any:
+    def signal(self, series: Any, position: float = 0.0, bars_held: int = 0) -> Any:
         t0 = time.perf_counter()
         try:
-            sig = self.inner.signal(series)
+            sig = self.inner.signal(series, position, bars_held)
         finally:
             self.seconds.append(time.perf_counter() - t0)
         self.answers.append(sig)
         return sig
 
-    def predict(self, series: Any, candles: Any) -> Any:
+    def predict(self, series: Any, candles: Any, position: float = 0.0,
+                bars_held: int = 0) -> Any:
         t0 = time.perf_counter()
         try:
-            sig = self.inner.predict(series, candles)
+            sig = self.inner.predict(series, candles, position, bars_held)
         finally:
             self.seconds.append(time.perf_counter() - t0)
         self.answers.append(sig)
