@@ -27,7 +27,12 @@ from trading_helpers import MemorySink, PolicyScript, ScriptedSignals  # noqa: E
 
 from candlecast.backtest import BacktestConfig, CostConfig  # noqa: E402
 from candlecast.backtest.config import ExecutionConfig  # noqa: E402
-from candlecast.exchange import BackoffPolicy, CcxtOhlcvSource, PermanentExchangeError  # noqa: E402
+from candlecast.exchange import (  # noqa: E402
+    BackoffPolicy,
+    CcxtOhlcvSource,
+    PermanentExchangeError,
+    TransientExchangeError,
+)
 from candlecast.exchange.orders import CcxtOrderGateway  # noqa: E402
 from candlecast.policy import Policy, PolicyConfig  # noqa: E402
 from candlecast.risk import RiskConfig  # noqa: E402
@@ -322,6 +327,23 @@ def test_post_only_limit_orders_refuse_to_take_and_fill_only_through_the_price(e
     report = broker.submit(plain, ref_price=market)
     assert report.status == "closed" and fake.orders[-1]["type"] == "LIMIT"  # took at once
     assert not fake.executions[-1]["maker"]
+
+
+def test_cancel_never_forgets_an_order_the_exchange_cannot_describe(exchange):
+    """A limit order to cancel (expiry, replacement) whose look-up keeps failing: the broker
+    raises instead of dropping an order that may still fill; once the exchange answers, the
+    cancel goes through."""
+    fake, server = exchange
+    broker = _broker(server)
+    book = _limit_book(0.01, fake.market_price("BTCUSDT") * 0.5, "e")
+    assert broker.submit(book, ref_price=1000.0).status == "open"
+    fake.query_faults.update({fake.order_queries + i: OrderFault("http", status=503)
+                              for i in range(3)})
+    with pytest.raises(TransientExchangeError, match="cannot tell"):
+        broker.cancel(book, 0)
+    assert book.pending and fake.orders[-1]["status"] == "NEW"  # nothing forgotten
+    assert broker.cancel(book, 0) == [] and not book.pending
+    assert fake.orders[-1]["status"] == "CANCELED"
 
 
 @pytest.mark.parametrize("on_expire", ["cancel", "market"])

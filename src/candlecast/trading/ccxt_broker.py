@@ -251,18 +251,30 @@ class CcxtBroker:
                         and amount * price < rules.min_cost))
 
     def cancel(self, book: SymbolBook, ts: int) -> list[Fill]:
+        """Cancel the working order and return its fills up to the cancel. If the exchange
+        cannot say whether the order is open (or what it filled before the cancel), this
+        raises :class:`TransientExchangeError` instead of forgetting an order that may still
+        fill: the tick is not committed and the restart's reconciliation resolves the order."""
         fills: list[Fill] = []
         if book.pending and book.order_status not in _NOT_SENT:
-            snap = self._lookup(book.symbol, book.order_id)
-            if snap is not None and snap is not _UNKNOWN:
+            snap = self._known(book)
+            if snap is not None:
                 if snap.is_open:
                     self._retry(lambda: self.gateway.cancel_order(book.symbol, snap.exchange_id),
                                 f"cancel {book.order_id}")
-                    after = self._lookup(book.symbol, book.order_id)
-                    snap = after if after is not None and after is not _UNKNOWN else snap
+                    snap = self._known(book) or snap
                 fills = self._new_fills(book, snap, ts, book.last_close)
         book.pending, book.budget, book.order_status = False, None, "canceled"
         return fills
+
+    def _known(self, book: SymbolBook) -> Any:
+        snap = self._lookup(book.symbol, book.order_id)
+        if snap is _UNKNOWN:
+            raise TransientExchangeError(
+                getattr(self.gateway, "id", "exchange"), "unavailable",
+                f"{book.symbol}: cannot tell whether order {book.order_id} is still open; "
+                "not cancelling it blind (the restart reconciles it)")
+        return snap
 
     # ---- idempotent create, look-up, retries -------------------------------------------------
     def _create(self, symbol: str, side: str, amount: float, client_id: str,

@@ -243,7 +243,8 @@ def status(root: RootOption = Path(), params: ParamsOption = None,
             "targets": {s: _target_view(b or {}, equity) for s, b in books.items()},
             "working_orders": store.working_orders(config.symbols),
             "open_orders": orders[orders["status"].isin(["working", "new", "open", "unknown"])]
-            [["client_id", "symbol", "reason", "status"]].to_dict("records"),
+            [["client_id", "symbol", "reason", "status", "style", "limit_price"]]
+            .to_dict("records"),
             "kill_switch_file": read_flag_file(root / config.kill_switch_file) is not None,
             "paused": read_flag_file(root / config.pause_file) is not None,
             "recent_events": events[["wall_time", "kind", "message"]].to_dict("records"),
