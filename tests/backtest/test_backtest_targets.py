@@ -51,8 +51,8 @@ def test_very_high_costs_never_trade(candle_factory):
     for ex in (ExecutionConfig(), ExecutionConfig(entry="limit", exit="limit")):
         p = Policy(PolicyConfig(horizon=4, entry_margin=1.0, allow_short=True, execution=ex),
                    costs, BPY)
-        result = run_targets(candles, PolicyDecider(p, noisy_forecast(candles), np.full(3000, 0.01)),
-                             RiskConfig(), costs, BacktestConfig(), ex,
+        decider = PolicyDecider(p, noisy_forecast(candles), np.full(3000, 0.01))
+        result = run_targets(candles, decider, RiskConfig(), costs, BacktestConfig(), ex,
                              atr=np.full(3000, 1.0))
         assert len(result.fills) == 0
         assert result.final_equity == BacktestConfig().initial_equity
@@ -232,8 +232,8 @@ def test_kill_switch_flattens_and_stops_trading(candle_factory):
     candles = candle_factory(500, seed=7)
     candles["volume"] = 1e9
     kill_at = candles["timestamp"].iloc[200]
-    r = run_targets(candles, TargetSeries(np.ones(500)), RiskConfig.plain(bars_per_year=BPY), CostConfig(),
-                    BacktestConfig(), kill_at=kill_at)
+    r = run_targets(candles, TargetSeries(np.ones(500)), RiskConfig.plain(bars_per_year=BPY),
+                    CostConfig(), BacktestConfig(), kill_at=kill_at)
     assert r.fills["reason"].iloc[-1] == "kill_switch"
     assert (r.position[202:] == 0).all()
 

@@ -43,7 +43,9 @@ _ENTER = Action.ENTER
 
 
 class Decider(Protocol):
-    """Names the target position at a bar's close: ``(target, reason, edge)``."""
+    """Names the target position at a bar's close: ``(target, reason, edge)``. A decider may
+    also have ``execution_at(bar) -> ExecutionConfig | None``: the style of the order it
+    decides at that bar (else the backtest's ``execution``)."""
 
     def decide(self, bar: int, position: float, bars_held: int) -> tuple[float, str, float]: ...
 
@@ -136,6 +138,7 @@ def run_targets(
     entry_bar, killed = -1, False
     allow_short = cfg.allow_short
     decide = decider.decide
+    execution_at = getattr(decider, "execution_at", None)
 
     for t in range(n):
         filled = False
@@ -228,8 +231,9 @@ def run_targets(
         if record_targets:
             rows.append((t, "target", why, new_side, target, "",
                          "" if edge != edge else f"edge {edge:.6g}"))
-        order = new_order(ex.entry if grows else ex.exit, ex, t, close, pos, units, budget,
-                          f"target:{why}", atr_l[t])
+        style = ex if execution_at is None else (execution_at(t) or ex)
+        order = new_order(style.entry if grows else style.exit, style, t, close, pos, units,
+                          budget, f"target:{why}", atr_l[t])
 
     equity_curve, position, funding_paid = curves(n, log, market.close, cfg.initial_equity,
                                                   fund_arr)

@@ -10,12 +10,20 @@ before its test window, net of costs.
 from __future__ import annotations
 
 from candlecast.backtest.config import ExecutionConfig
-from candlecast.policy.config import PolicyConfig, PolicySearchSpace
-from candlecast.policy.core import Forecast, Policy, PolicyDecider, PolicyDecision, PolicyReason
+from candlecast.policy.config import PolicyConfig, PolicySearchSpace, PolicyTuning
+from candlecast.policy.core import (
+    FoldedDecider,
+    Forecast,
+    Policy,
+    PolicyDecider,
+    PolicyDecision,
+    PolicyReason,
+)
 from candlecast.policy.costs import round_trip_cost, side_cost
 
 __all__ = [
     "ExecutionConfig",
+    "FoldedDecider",
     "Forecast",
     "Policy",
     "PolicyConfig",
@@ -23,6 +31,7 @@ __all__ = [
     "PolicyDecision",
     "PolicyReason",
     "PolicySearchSpace",
+    "PolicyTuning",
     "round_trip_cost",
     "side_cost",
 ]

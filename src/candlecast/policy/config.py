@@ -97,3 +97,24 @@ class PolicySearchSpace(BaseModel):
             if not getattr(self, name):
                 raise ValueError(f"policy search {name} must list at least one value")
         return self
+
+
+class PolicyTuning(BaseModel):
+    """The walk-forward policy search (``policy.tuning``): Optuna (TPE, seeded) inside each
+    fold, on the ensemble's out-of-sample forecasts of the folds before it, each candidate
+    backtested net of costs through the risk engine."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = True
+    n_trials: int = Field(default=40, ge=1, le=10_000)
+    seed: int = 42
+    #: what the search maximizes over the tuning window: the net Sharpe or Calmar ratio of the
+    #: book (the series' accounts together, equal capital each)
+    objective: Literal["sharpe", "calmar"] = "sharpe"
+    #: a candidate with fewer round trips than this per series and 1,000 bars is not eligible
+    #: (too few trades to tell an edge from luck)
+    min_trades_per_1000_bars: float = Field(default=1.0, ge=0)
+    #: when even the best eligible candidate lost money over the tuning window, stay flat for
+    #: the next window instead of trading it
+    flat_unless_positive: bool = True

@@ -194,3 +194,40 @@ class PolicyDecider:
         d = self.policy.decide(Forecast(self._er[bar], self._vol[bar], self._pu[bar]),
                                position, bars_held)
         return d.target, d.reason.value, d.edge
+
+
+class FoldedDecider:
+    """Walk-forward trading: bar ``t`` is decided by the policy chosen for its fold
+    (``segment[t]`` indexes ``policies``; ``None`` there means flat: leave any position and
+    open nothing), each on the forecasts of its own horizon. The position carries across
+    fold boundaries as in one account."""
+
+    def __init__(self, policies: list[Policy | None], segment: object,
+                 forecasts: dict[int, tuple[object, object, object]]) -> None:
+        seg = np.asarray(segment, dtype=int)
+        if seg.ndim != 1 or (len(seg) and (seg.min() < 0 or seg.max() >= len(policies))):
+            raise ValueError(f"segment must index the {len(policies)} policies, one per bar")
+        self._segment = seg.tolist()
+        self._deciders: list[PolicyDecider | None] = []
+        for policy in policies:
+            if policy is None:
+                self._deciders.append(None)
+                continue
+            if policy.horizon not in forecasts:
+                raise ValueError(f"no forecasts for horizon {policy.horizon}")
+            er, vol, prob = forecasts[policy.horizon]
+            self._deciders.append(PolicyDecider(policy, er, vol, prob))
+        self._policies = policies
+
+    def __len__(self) -> int:
+        return len(self._segment)
+
+    def decide(self, bar: int, position: float, bars_held: int) -> tuple[float, str, float]:
+        decider = self._deciders[self._segment[bar]]
+        if decider is None:
+            return 0.0, "flat_fold", NAN
+        return decider.decide(bar, position, bars_held)
+
+    def execution_at(self, bar: int) -> object:
+        policy = self._policies[self._segment[bar]]
+        return None if policy is None else policy.config.execution
