@@ -64,7 +64,8 @@ log = logging.getLogger(__name__)
 NAN = math.nan
 _TOL = 1e-12  # the fill rules' "order reached its target" tolerance
 _EXPIRE_DETAIL = "limit order expired; rest cancelled"
-_INFO_EVENTS = frozenset({"start", "restart", "pause", "resume", "signal_recovered"})
+_INFO_EVENTS = frozenset({"start", "restart", "pause", "resume", "signal_recovered",
+                          "limit_to_market"})
 
 
 class Trader:
