@@ -104,4 +104,8 @@ def telegram_command(
             f"intake on {telegram.alert_host}:{bot.intake_port}" if bot.intake_port
             else "candlecast telegram bot running (no webhook intake)"))
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except Exception as exc:  # noqa: BLE001 - one line, never a traceback with the token
+        message = f"{type(exc).__name__}: {exc}".replace(bot_token, "<bot token>")
+        _fail(RuntimeError(message))

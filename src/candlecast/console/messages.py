@@ -81,6 +81,12 @@ def alert_text(payload: Mapping[str, Any]) -> str:
     return _fit(f"{ICONS.get(event, '🔔')} {event}: {payload.get('message', '')}")
 
 
-HELP = ("/status – state, equity, drawdown\n/positions – open positions\n/profit – PnL\n"
-        "/pause – ignore signals (stops stay)\n/resume – trade again\n"
-        "/kill <reason> – cancel, flatten, stop")
+COMMAND_HELP = {
+    "status": "state, equity, drawdown, last candle",
+    "positions": "open positions: entry, stop, unrealized PnL",
+    "profit": "PnL since the first candle",
+    "pause": "ignore signals (stops stay enforced)",
+    "resume": "trade again after a pause",
+    "kill": "<reason>: cancel orders, flatten, stop",
+}
+HELP = "\n".join(f"/{name} – {text}" for name, text in COMMAND_HELP.items())

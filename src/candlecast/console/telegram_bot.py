@@ -32,7 +32,6 @@ from candlecast.console.watch import JournalWatcher
 from candlecast.ops.alerts import EVENTS
 
 log = logging.getLogger(__name__)
-COMMANDS = ("status", "positions", "profit", "pause", "resume", "kill", "help")
 SEND_RETRIES = 3
 
 
@@ -209,25 +208,24 @@ class ChatConsole:
         """Poll for commands, watch the journal and take webhooks until ``stop`` is set."""
         from telegram import BotCommand
 
-        server = None
-        with redacted_logging(self._bot_token):
+        server = None  # bound first: a port in use stops the bot before it polls
+        if self.config.alert_port is not None:
+            server = _IntakeServer(self.intake_app(), self.config.alert_host,
+                                   self.config.alert_port)
+            self.intake_port = server.port
+        with redacted_logging(self._bot_token), contextlib.closing(
+                server.socket if server is not None else _NoSocket()):
             app = self.application = self._build()
             async with app:
                 await app.start()
                 await app.updater.start_polling(timeout=self.config.poll_timeout_s,
                                                 allowed_updates=["message"])
-                with contextlib.suppress(Exception):
-                    await app.bot.set_my_commands(
-                        [BotCommand(c, messages.HELP.split("\n")[i].split(" – ")[-1][:60])
-                         for i, c in enumerate(COMMANDS[:-1])])
+                with contextlib.suppress(Exception):  # only the menu in the chat app
+                    await app.bot.set_my_commands([BotCommand(name, text[:60]) for name, text
+                                                   in messages.COMMAND_HELP.items()])
                 tasks = [asyncio.create_task(self._watch(stop))]
-                if self.config.alert_port is not None:
-                    server = _IntakeServer(self.intake_app(), self.config.alert_host,
-                                           self.config.alert_port)
+                if server is not None:
                     tasks.append(asyncio.create_task(server.serve()))
-                    while not server.started and not server.should_exit:
-                        await asyncio.sleep(0.02)
-                    self.intake_port = server.port
                 if ready is not None:
                     ready()
                 await stop.wait()
@@ -238,10 +236,18 @@ class ChatConsole:
                 await app.stop()
 
 
+class _NoSocket:
+    def close(self) -> None:
+        return
+
+
 class _IntakeServer:
-    """uvicorn on the bot's event loop, without taking over its signal handling."""
+    """uvicorn on the bot's event loop (on a socket bound here, so a port in use is a clear
+    error), without taking over its signal handling."""
 
     def __init__(self, asgi: Any, host: str, port: int) -> None:
+        import socket
+
         import uvicorn
 
         class Quiet(uvicorn.Server):
@@ -249,12 +255,17 @@ class _IntakeServer:
             def capture_signals(self) -> Iterator[None]:
                 yield
 
-        self._server = Quiet(uvicorn.Config(asgi, host=host, port=port, log_level="warning",
-                                            lifespan="off", access_log=False))
-
-    @property
-    def started(self) -> bool:
-        return bool(self._server.started)
+        self.socket = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        try:
+            self.socket.bind((host, port))
+        except OSError as error:
+            self.socket.close()
+            raise RuntimeError(f"the alert intake cannot listen on {host}:{port}: "
+                               f"{error.strerror}") from error
+        self.port = int(self.socket.getsockname()[1])
+        self._server = Quiet(uvicorn.Config(asgi, host=host, port=self.port,
+                                            log_level="warning", lifespan="off",
+                                            access_log=False))
 
     @property
     def should_exit(self) -> bool:
@@ -264,13 +275,8 @@ class _IntakeServer:
     def should_exit(self, value: bool) -> None:
         self._server.should_exit = value
 
-    @property
-    def port(self) -> int | None:
-        servers = getattr(self._server, "servers", [])
-        for srv in servers:
-            for sock in srv.sockets:
-                return int(sock.getsockname()[1])
-        return None
-
     async def serve(self) -> None:
-        await self._server.serve()
+        try:
+            await self._server.serve(sockets=[self.socket])
+        finally:
+            self.socket.close()
