@@ -93,6 +93,7 @@ def test_backtest_comparison_says_why_not():
 def test_status_states():
     flags = {"paused": False, "kill_switch": False, "kill_reason": None}
     assert views.trader_status({"killed": False}, {}, flags, None)["state"] == "trading"
+    assert views.trader_status({"killed": False}, {}, flags, None, idle=True)["state"] == "idle"
     assert views.trader_status({"killed": False}, {}, {**flags, "paused": True},
                                None)["state"] == "paused"
     assert views.trader_status({"killed": False}, {"drawdown_halted": True}, flags,

@@ -119,11 +119,13 @@ class TraderSource:
         step_ns = int(cfg.series[0].step.value)
         last_ns = int(ticks["ts"].iloc[-1]) if len(ticks) else None
         wal = self.state_db.with_name(self.state_db.name + "-wal")
-        written = max(p.stat().st_mtime for p in (self.state_db, wal) if p.exists())
+        age = time.time() - max(p.stat().st_mtime for p in (self.state_db, wal) if p.exists())
+        # a running trader writes at least once per candle (live: soon after each close)
+        idle = age > 2 * step_ns / 1e9 + 120
         return views.clean({
             **base, "available": True, "account": account,
-            "status": views.trader_status(account, risk, flags, last_ns),
-            "last_write_age_s": time.time() - written,
+            "status": views.trader_status(account, risk, flags, last_ns, idle),
+            "last_write_age_s": age,
             "candles_processed": len(ticks),
             "summary": views.summary_numbers(ticks),
             "profit": views.profit(ticks, fills, positions),

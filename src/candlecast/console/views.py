@@ -191,8 +191,11 @@ def signal_rows(symbols: Sequence[str], latest: Mapping[str, Mapping[str, Any] |
 
 
 def trader_status(account: Mapping[str, Any] | None, risk_state: Mapping[str, Any] | None,
-                  flags: Mapping[str, Any], last_tick_ns: int | None) -> dict[str, Any]:
-    """Kill / pause / halt state in one place, and a one-word ``state`` for the badge."""
+                  flags: Mapping[str, Any], last_tick_ns: int | None,
+                  idle: bool = False) -> dict[str, Any]:
+    """Kill / pause / halt state in one place, and a one-word ``state`` for the badge
+    (``idle``: nothing else applies but the trader has not written its state for longer than
+    it would while running)."""
     account = account or {}
     risk = risk_state or {}
     halted_until = int(risk.get("halted_until_day", -1))
@@ -218,7 +221,7 @@ def trader_status(account: Mapping[str, Any] | None, risk_state: Mapping[str, An
     elif not account:
         state = "no state"
     else:
-        state = "trading"
+        state = "idle" if idle else "trading"
     return {**out, "state": state}
 
 
