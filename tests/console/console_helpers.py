@@ -5,9 +5,9 @@
   paper trader built by the CLI's own ``build_trader`` replaying the last candles against the
   signal service's HTTP contract (``FakeSignalService`` on 127.0.0.1, ``/predict``; actions of an
   SMA crossover);
-* :func:`write_registry` -- a real MLflow SQLite registry with ``candlecast-ensemble`` versions,
-  the champion moved by ``ops.aliases.move_champion`` (history) and a challenger, plus a retrain
-  ops run;
+* :func:`write_registry` -- a real MLflow SQLite registry with ``candlecast-ensemble``
+  versions, the champion moved by ``tracking.aliases.move_champion`` (history) and a
+  challenger, plus a retrain ops run;
 * :func:`write_ops_outputs` -- drift verdict files as the drift check writes them;
 * :func:`write_backtest_curve` -- the backtest stage's ``equity.csv`` for the same period, from
   the real event-driven backtester on the same candles and signals.
@@ -97,7 +97,7 @@ def write_registry(root: Path) -> dict[str, str]:
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from candlecast.ops.aliases import mark_challenger, move_champion
+    from candlecast.tracking.aliases import mark_challenger, move_champion
 
     uri = f"sqlite:///{root / 'mlruns.db'}"
     client = MlflowClient(tracking_uri=uri)

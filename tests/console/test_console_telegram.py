@@ -21,8 +21,8 @@ from candlecast.console.config import TelegramConfig
 from candlecast.console.state import build_console
 from candlecast.console.telegram_bot import ChatConsole
 from candlecast.console.watch import JournalWatcher
-from candlecast.ops.alerts import WebhookNotifier
-from candlecast.ops.config import AlertConfig
+from candlecast.monitoring.alerts import WebhookNotifier
+from candlecast.monitoring.config import AlertConfig
 
 pytestmark = pytest.mark.slow
 ALLOWED, STRANGER = 111, 222

@@ -11,9 +11,11 @@ import json
 import os
 from collections import deque
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from candlecast.common.time import utc_now_iso
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,8 @@ class ControlAudit:
 
     def record(self, source: str, client: str, action: str, accepted: bool, detail: str,
                when: datetime | None = None) -> AuditEntry:
-        entry = AuditEntry((when or datetime.now(UTC)).isoformat(timespec="milliseconds"),
+        entry = AuditEntry(when.isoformat(timespec="milliseconds") if when is not None
+                           else utc_now_iso("milliseconds"),
                            source, str(client)[:100], action[:40], accepted, detail[:500])
         self.path.parent.mkdir(parents=True, exist_ok=True)
         line = json.dumps(entry.to_dict(), sort_keys=True) + "\n"

@@ -62,6 +62,7 @@ class ConsoleConfig(_Frozen):
     registry_cache_s: float = Field(default=15.0, ge=0)
     #: per-series backtest outputs of the ``backtest`` stage (``<dir>/<series>/equity.csv``)
     backtest_reports: str = "reports/backtest"
-    #: the backtest strategy compared with the paper equity; None: ``backtest.model``
+    #: the backtest strategy compared with the paper equity; None: the curve table's first
+    #: (primary) strategy, what the backtest stage trades the model with
     backtest_strategy: str | None = None
     telegram: TelegramConfig = TelegramConfig()

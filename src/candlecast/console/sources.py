@@ -150,13 +150,6 @@ def _local_sqlite_missing(uri: str) -> Path | None:
     return None
 
 
-def resolve_tracking_uri(uri: str, root: Path) -> str:
-    """Relative SQLite paths are under ``root`` (as ``configure_mlflow`` does)."""
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return f"sqlite:///{(root / uri.removeprefix('sqlite:///')).resolve()}"
-    return uri
-
-
 @dataclass
 class RegistrySource:
     """The registered model's champion, challenger, alias history and versions, and the ops
@@ -189,7 +182,7 @@ class RegistrySource:
         from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
 
-        from candlecast.ops.aliases import CHALLENGER, CHAMPION, champion_history
+        from candlecast.tracking.aliases import CHALLENGER, CHAMPION, champion_history
 
         client = MlflowClient(tracking_uri=self.tracking_uri)
         name = self.model_name
@@ -308,7 +301,7 @@ class BacktestSource:
 
     reports: Path
     series_keys: tuple[str, ...]
-    strategy: str
+    strategy: str | None = None  # None: each table's first strategy column (the primary)
     _cache: dict[Path, tuple[float, pd.DataFrame]] = field(default_factory=dict, repr=False)
 
     def curves(self) -> dict[str, pd.DataFrame]:
@@ -333,4 +326,7 @@ class BacktestSource:
         if len(curves) < len(self.series_keys):
             return _unavailable(f"backtest curves missing for "
                                 f"{sorted(set(self.series_keys) - set(curves))}")
-        return views.backtest_comparison(ticks, curves, self.strategy)
+        strategy = self.strategy or next(
+            (c for c in next(iter(curves.values())).columns if c not in ("step", "timestamp")),
+            "")
+        return views.backtest_comparison(ticks, curves, strategy)

@@ -8,11 +8,12 @@ page's data, the JSON the dashboard's ``/api/state`` answers.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from candlecast.common.auth import ControlToken
+from candlecast.common.time import utc_now_iso
+from candlecast.common.uris import absolute_sqlite_uri
 from candlecast.console.audit import ControlAudit
 from candlecast.console.config import ConsoleConfig
 from candlecast.console.controls import Controls
@@ -21,7 +22,6 @@ from candlecast.console.sources import (
     OpsSource,
     RegistrySource,
     TraderSource,
-    resolve_tracking_uri,
 )
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ class Console:
     def snapshot(self) -> dict[str, Any]:
         trader = self.trader.snapshot()
         return {
-            "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "generated_at": utc_now_iso(),
             "refresh_s": self.config.refresh_s,
             "trader": trader,
             "comparison": self.backtest.compare(self.trader.current_ticks()),
@@ -61,11 +61,11 @@ def build_console(params: Params, root: Path, token: ControlToken,
     trade = params.trade
     trader = TraderSource(trade, root, config.recent_rows, config.max_plot_points)
     audit = ControlAudit(root / config.audit_log)
-    registry = RegistrySource(resolve_tracking_uri(params.mlflow.tracking_uri, root),
+    registry = RegistrySource(absolute_sqlite_uri(params.mlflow.tracking_uri, root),
                               params.ensemble.registered_model, config.registry_cache_s)
     ops = OpsSource(root / params.ops.drift.report_dir,
                     root / params.ops.state_dir / "retrain" / "latest.json")
     backtest = BacktestSource(root / config.backtest_reports, tuple(s.key for s in trade.series),
-                              config.backtest_strategy or params.backtest.model)
+                              config.backtest_strategy)
     controls = Controls(trader.pause_file, trader.kill_switch_file, audit)
     return Console(config, trader, registry, ops, backtest, controls, token)

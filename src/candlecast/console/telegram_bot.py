@@ -29,7 +29,7 @@ from candlecast.console.config import TelegramConfig
 from candlecast.console.controls import ControlResult
 from candlecast.console.state import Console
 from candlecast.console.watch import JournalWatcher
-from candlecast.ops.alerts import EVENTS
+from candlecast.monitoring.alerts import EVENTS
 
 log = logging.getLogger(__name__)
 SEND_RETRIES = 3

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from candlecast.common.time import as_utc
+
 SIDES = {1: "buy", -1: "sell", 0: ""}
 
 
@@ -22,11 +24,9 @@ def iso(ts_ns: Any) -> str | None:
     """An integer nanosecond time (or a Timestamp) as ISO 8601 UTC, None for missing."""
     if ts_ns is None or (isinstance(ts_ns, float) and math.isnan(ts_ns)):
         return None
-    stamp = pd.Timestamp(int(ts_ns), tz="UTC") if isinstance(ts_ns, int | np.integer) \
-        else pd.Timestamp(ts_ns)
-    if stamp.tzinfo is None:
-        stamp = stamp.tz_localize("UTC")
-    return stamp.tz_convert("UTC").isoformat()
+    if isinstance(ts_ns, int | np.integer):
+        return pd.Timestamp(int(ts_ns), tz="UTC").isoformat()
+    return as_utc(ts_ns).isoformat()
 
 
 def clean(value: Any) -> Any:

@@ -1,6 +1,6 @@
 """Alerts from the trader's journal: new fills, the kill switch, risk-limit halts and data
 problems (no fresh signal, gaps, bad candles), as the ops alert payloads
-(:func:`candlecast.ops.alerts.alert_payload`: the same events and fields the ops webhook
+(:func:`candlecast.monitoring.alerts.alert_payload`: the same events and fields the ops webhook
 carries), so the chat bot formats and delivers both the same way.
 
 Read from the journal rather than sent by the trader: they arrive whether or not the trader was
@@ -21,7 +21,7 @@ import pandas as pd
 
 from candlecast.console.sources import TraderSource
 from candlecast.console.views import SIDES, iso
-from candlecast.ops.alerts import alert_payload
+from candlecast.monitoring.alerts import alert_payload
 
 log = logging.getLogger(__name__)
 
