@@ -118,6 +118,16 @@ def _mount_ops() -> None:
 _mount_ops()
 
 
+def _mount_console() -> None:
+    from candlecast.console.cli import dashboard_command, telegram_command
+
+    app.command("dashboard")(dashboard_command)
+    app.command("telegram")(telegram_command)
+
+
+_mount_console()
+
+
 @app.command(
     "repro", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
 )

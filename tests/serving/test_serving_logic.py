@@ -1,5 +1,5 @@
-"""Pure parts of the service: the policy's decision, risk suggestions, features from candles, model output
-parsing, the per-series window, configuration loading."""
+"""Pure parts of the service: the policy's decision, risk suggestions, features from candles,
+model output parsing, the per-series window, configuration loading."""
 
 from __future__ import annotations
 

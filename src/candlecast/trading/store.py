@@ -61,6 +61,9 @@ CREATE TABLE IF NOT EXISTS events (
 """
 
 
+#: the append-only tables (journals) and ``orders``, readable with :meth:`StateStore.journal`
+JOURNALS = ("ticks", "bars", "orders", "fills", "decisions", "events")
+
 #: order journal statuses that may still change
 OPEN_ORDER_STATUSES = ("working", "new", "open", "unknown")
 #: columns added after the first schema: (table, column, declaration), added to older files
@@ -311,6 +314,70 @@ class StateStore:
                  "fills": "ts, rowid", "decisions": "id", "events": "id"}[table]
         return pd.read_sql_query(f"SELECT * FROM {table} ORDER BY {order}",  # noqa: S608
                                  self.conn)
+
+    # ---- reading for the operator's console and alerts (``candlecast.console``) ------------
+    def journal(self, table: str, *, after: int | None = None, last: int | None = None
+                ) -> pd.DataFrame:
+        """A journal's rows in insertion order with their sequence number ``seq`` (SQLite's
+        rowid; for ``ticks`` it is the candle time): all, those with ``seq > after``, or the
+        ``last`` n (of those)."""
+        if table not in JOURNALS:
+            raise ValueError(f"unknown table {table!r}")
+        where, args = ("WHERE rowid > ?", [after]) if after is not None else ("", [])
+        if last is None:
+            query = f"SELECT rowid AS seq, * FROM {table} {where} ORDER BY rowid"  # noqa: S608
+        else:
+            query = (f"SELECT * FROM (SELECT rowid AS seq, * FROM {table} {where} "  # noqa: S608
+                     "ORDER BY rowid DESC LIMIT ?) ORDER BY seq")
+            args.append(int(last))
+        return pd.read_sql_query(query, self.conn, params=args)
+
+    def first_row(self, table: str) -> dict[str, Any] | None:
+        """A journal's oldest row (None when empty)."""
+        if table not in JOURNALS:
+            raise ValueError(f"unknown table {table!r}")
+        cur = self.conn.execute(f"SELECT * FROM {table} ORDER BY rowid LIMIT 1")  # noqa: S608
+        row = cur.fetchone()
+        return None if row is None else dict(zip([d[0] for d in cur.description], row,
+                                                 strict=True))
+
+    def last_seq(self, table: str) -> int:
+        """The newest row's sequence number of a journal (0 when empty)."""
+        if table not in JOURNALS:
+            raise ValueError(f"unknown table {table!r}")
+        row = self.conn.execute(f"SELECT MAX(rowid) FROM {table}").fetchone()  # noqa: S608
+        return int(row[0] or 0)
+
+    def count(self, table: str) -> int:
+        if table not in JOURNALS:
+            raise ValueError(f"unknown table {table!r}")
+        return int(self.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])  # noqa: S608
+
+    def latest_bars(self, symbols: Iterable[str], signal_status: str | None = None
+                    ) -> dict[str, dict[str, Any] | None]:
+        """Each symbol's newest journalled candle (with the signal it got), or its newest with
+        ``signal_status`` (e.g. ``"ok"``: the last fresh signal); None when there is none."""
+        out: dict[str, dict[str, Any] | None] = {}
+        for symbol in symbols:
+            query = "SELECT * FROM bars WHERE symbol = ?"
+            args: list[Any] = [symbol]
+            if signal_status is not None:
+                query += " AND signal_status = ?"
+                args.append(signal_status)
+            cur = self.conn.execute(query + " ORDER BY ts DESC LIMIT 1", args)
+            row = cur.fetchone()
+            out[symbol] = None if row is None else dict(
+                zip([d[0] for d in cur.description], row, strict=True))
+        return out
+
+    def book_state(self, symbol: str) -> dict[str, Any] | None:
+        """The stored :class:`~candlecast.trading.book.SymbolBook` of ``symbol`` (plain dict)."""
+        return self.get(f"book:{symbol}")
+
+    def risk_state_dict(self) -> dict[str, Any] | None:
+        """The stored risk engine state (``RiskState.to_dict()``), None before the first
+        candle."""
+        return self.get("risk_state")
 
 
 def read_only(path: str | Path) -> StateStore:
