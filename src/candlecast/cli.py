@@ -22,6 +22,7 @@ from candlecast.pipeline.runner import (
     PARAMETRIC_STAGES,
     ZOO_STAGES,
     check_stage_argument,
+    decision_plan,
     run_stage,
     zoo_plan,
 )
@@ -85,13 +86,14 @@ def train_model(
 
 @app.command("zoo")
 def zoo(root: RootOption = Path(), params: ParamsOption = None) -> None:
-    """Run the whole model zoo: regime, every model of models.run, ensemble, compare."""
+    """Run the model zoo up to a registered model: regime, every model of models.run, ensemble,
+    compare, then the policy, its backtest and the registration (the champion rule)."""
     _setup_logging()
     results = {}
     try:
         loaded = load_params(params or root / "params.yaml")
         check_deferred(loaded)
-        for stage, arg in zoo_plan(loaded):
+        for stage, arg in zoo_plan(loaded) + decision_plan(loaded):
             results[f"{stage}@{arg}" if arg else stage] = run_stage(
                 stage, loaded, Paths(root.resolve()), arg
             )

@@ -362,3 +362,24 @@ def test_signal_answers_the_bundled_policys_target(serving_env):
     plain = _loaded(_config(serving_env, model_uri=f"models:/{WINDOW_NAME}@champion"))
     answer = plain.signal(BTC)
     assert answer.target_position == 0.0 and answer.policy.reason == "no_policy"
+
+
+def test_the_trader_parses_the_policy_answer(serving_env):
+    """The service's answer and the trader's client agree on the contract: a real /signal
+    answer with a policy parses and carries the target, the execution style and forecasts."""
+    from candlecast.policy import PolicyConfig
+    from candlecast.trading.signals import parse_signal
+
+    config = PolicyConfig(horizon=4, entry_margin=0.05, exit_margin=-1.0, vol_target=0.5,
+                          allow_short=True)
+    name = f"policy-parse-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
+    register_window_model(serving_env, name, WINDOW, policy=config.model_dump(mode="json"))
+    server = _loaded(_config(serving_env, model_uri=f"models:/{name}@champion"))
+    answer = server.signal(SeriesRequest(exchange="bitfinex", symbol="BTC/USD",
+                                         timeframe="30m", position=0.2, bars_held=4))
+    parsed = parse_signal(json.loads(answer.model_dump_json()))
+    assert parsed.has_target and parsed.target_position == answer.target_position
+    assert parsed.execution.entry == "market" and 4 in parsed.forecasts
+    stale = server.signal(SeriesRequest(exchange="bitfinex", symbol="ETH/USD", timeframe="30m"))
+    if stale.status == "stale":  # the ETH rows of the session's store are old
+        assert not parse_signal(json.loads(stale.model_dump_json())).has_target

@@ -38,7 +38,7 @@ from candlecast.ops.scoring import (
     trained_until,
 )
 from candlecast.pipeline.paths import Paths
-from candlecast.pipeline.runner import run_stage, zoo_plan
+from candlecast.pipeline.runner import decision_plan, run_stage, zoo_plan
 from candlecast.pipeline.scoring import score_registered, trade_forecasts
 from candlecast.pipeline.zoo_common import SERIES, TIME
 from candlecast.tracking.aliases import CHAMPION, alias_version, mark_challenger, move_champion
@@ -72,7 +72,7 @@ def train_plan(params: Params) -> list[tuple[str, str | None]]:
     """The stages the challenger needs: the zoo (``compare`` only writes research reports),
     then its policy, its walk-forward backtest and its registration (as a challenger)."""
     zoo = [(stage, arg) for stage, arg in zoo_plan(params) if stage != "compare"]
-    return [*zoo, ("policy", None), ("backtest", None), ("register", None)]
+    return [*zoo, *decision_plan(params)]
 
 
 def prepare_retrain(params: Params, paths: Paths) -> dict[str, Any]:

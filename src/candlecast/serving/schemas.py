@@ -214,8 +214,9 @@ class SignalResponse(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    target_position: float = Field(
-        ge=-1.0, le=1.0, description="the policy's target: signed fraction of equity")
+    target_position: float | None = Field(
+        ge=-1.0, le=1.0, description="the policy's target: signed fraction of equity (null "
+        "when stale: no forecast, no target; the caller keeps what it holds)")
     policy: PolicyAnswer | None = None
     execution: ExecutionAnswer | None = None
     forecasts: dict[str, HorizonForecast] | None = Field(

@@ -360,7 +360,7 @@ class SignalServer:
         version = model.info.model_version
         when = row.event_timestamp.to_pydatetime()
         if is_stale(row.event_timestamp, now, step, self.config.max_feature_age_bars):
-            return stale_response(version, when, request.position)
+            return stale_response(version, when)
         values = row.values
         context = (request, step, row.event_timestamp, price_from_features(values),
                    values.get("atr", float("nan")))
@@ -407,8 +407,7 @@ class SignalServer:
         if cfg.predict_max_age_bars is not None and is_stale(
             feature_time, now, step, cfg.predict_max_age_bars
         ):
-            return stale_response(model.info.model_version, feature_time.to_pydatetime(),
-                                  request.position)
+            return stale_response(model.info.model_version, feature_time.to_pydatetime())
         try:
             rows = features_from_candles(candles_frame(request.candles), request.series_id,
                                          request.timeframe, cfg.features)

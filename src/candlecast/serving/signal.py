@@ -131,16 +131,15 @@ def ok_response(out: ModelOutput, policy: Policy | None, decision: PolicyDecisio
     )
 
 
-def stale_response(model_version: str, feature_time: datetime | None,
-                   position: float = 0.0) -> SignalResponse:
-    """Refusal: no forecast; the target is what the caller holds (the policy's answer to an
-    unknown forecast: keep, open nothing), nothing new to size."""
+def stale_response(model_version: str, feature_time: datetime | None) -> SignalResponse:
+    """Refusal: no forecast, so no target (the caller keeps what it holds and opens nothing),
+    flat, nothing to size."""
     return SignalResponse(
         status="stale", prob_up=None, quantiles=None, confidence=None, disagreement=None,
-        target_position=position,
+        target_position=None,
         policy=PolicyAnswer(reason="no_forecast", edge=None, entry_threshold=None,
                             exit_threshold=None, size=None, horizon=None, label=None),
-        action=action_of(position), size_fraction=0.0, stop_price=None, take_profit=None,
+        action="flat", size_fraction=0.0, stop_price=None, take_profit=None,
         model_version=model_version, feature_timestamp=feature_time,
     )
 
