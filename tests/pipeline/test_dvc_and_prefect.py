@@ -87,13 +87,13 @@ def _repro_then_param_change(project: Path) -> None:
     assert "Running stage" not in again.stdout
 
     params = yaml.safe_load((project / "params.yaml").read_text())
-    params["backtest"]["band"] = 0.05
+    params["backtest"]["rules"]["sma_fast"] = 24  # a rule baseline: only the backtest reruns
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     partial = _run([str(BIN / "candlecast"), "repro"], project)
     assert "Running stage 'backtest'" in partial.stdout
     for stage in ("ingest", "validate", "features", "feature-store", "train", "evaluate",
                   "regime", "train-model@baselines", "train-model@lightgbm", "ensemble",
-                  "compare", "package"):
+                  "compare", "policy"):
         assert f"Running stage '{stage}'" not in partial.stdout
     plots = _run([str(BIN / "dvc"), "plots", "show", "--json"], project)
     assert "calibration.csv" in plots.stdout
