@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from candlecast.backtest.config import BacktestConfig, CostConfig
+from candlecast.compute import ComputeConfig
 from candlecast.data.ingest import CcxtIngestConfig
 from candlecast.data.sample import DATASETS
 from candlecast.data.schema import SeriesId, timeframe_to_timedelta
@@ -277,6 +278,9 @@ class Params(_Frozen):
     serving: ServingConfig = Field(default_factory=ServingConfig)
     #: the operations loop: drift thresholds, promotion rule, replay, alerts (docs/operations.md)
     ops: OpsConfig = Field(default_factory=OpsConfig)
+    #: where the stages' units of work run (task runner; docs/scale-out.md). Not a DVC param
+    #: of any stage: the runner never changes a result (tested)
+    compute: ComputeConfig = ComputeConfig()
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
@@ -352,7 +356,10 @@ class Params(_Frozen):
 
     def hash(self) -> str:
         """A short stable hash of every parameter (lineage on models and reports)."""
-        blob = json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True)
+        # not ``compute``: where the units ran is not what was computed
+        blob = json.dumps(
+            self.model_dump(mode="json", by_alias=True, exclude={"compute"}), sort_keys=True
+        )
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
