@@ -121,7 +121,6 @@ def rdb_storage(url: str) -> Any:
     """Optuna's RDB storage at ``url``; SQLite waits up to a minute for a lock (several task
     runner workers may write their folds' studies into one file) instead of failing at once."""
     import optuna
-
     from sqlalchemy.exc import IntegrityError
 
     engine: dict[str, Any] = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {
