@@ -76,7 +76,7 @@ def test_the_zoo_on_dask_workers_equals_the_zoo_in_process(tmp_path, repo_root, 
         monkeypatch.setenv("PREFECT_API_URL", api)
         _, inline = _zoo(base)
         with distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
             env={"PREFECT_API_URL": api, "PREFECT_HOME": str(tmp_path / ".prefect")},
         ) as cluster, distributed.Client(cluster) as client:
             client.get_task_stream()  # installs the scheduler's task-stream plugin

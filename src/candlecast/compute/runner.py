@@ -72,16 +72,17 @@ def _runner(config: ComputeConfig) -> Iterator[Any]:
             n_workers=config.workers or os.cpu_count() or 1,
             threads_per_worker=config.threads_per_worker,
             processes=True,
-            dashboard_address=None,
+            dashboard_address=":0",  # any free port (8787 may be taken)
             env=_worker_env(),
         ) as cluster:
             yield task_runner(config.model_copy(update={"address": cluster.scheduler_address}))
         return
-    yield task_runner(config)
+    yield task_runner(config, worker_env=_worker_env() if config.runner == "processes" else None)
 
 
-def task_runner(config: ComputeConfig) -> Any:
-    """The Prefect task runner ``config`` names (``inline``: None, the flow's default)."""
+def task_runner(config: ComputeConfig, worker_env: dict[str, str] | None = None) -> Any:
+    """The Prefect task runner ``config`` names (``inline``: None, the flow's default);
+    ``worker_env`` is set in each process-pool worker before it runs a task."""
     if config.runner == "inline":
         return None
     if config.runner == "threads":
@@ -92,19 +93,19 @@ def task_runner(config: ComputeConfig) -> Any:
         from prefect.task_runners import ProcessPoolTaskRunner
 
         return ProcessPoolTaskRunner(
-            max_workers=config.workers, initializer=_set_env, initargs=(_worker_env(),)
+            max_workers=config.workers, initializer=_set_env, initargs=(worker_env or {},)
         )
     if config.runner == "dask":
         from prefect_dask import DaskTaskRunner
 
         if config.address is not None:
             return DaskTaskRunner(address=config.address)
-        return DaskTaskRunner(cluster_kwargs={
+        return DaskTaskRunner(cluster_kwargs={  # run_units starts its own LocalCluster
             "n_workers": config.workers or os.cpu_count() or 1,
             "threads_per_worker": config.threads_per_worker,
             "processes": True,
-            "dashboard_address": None,
-            "env": _worker_env(),
+            "dashboard_address": ":0",
+            "env": worker_env or {},
         })
     if config.runner == "ray":
         try:
