@@ -24,6 +24,7 @@ from candlecast.compute import ComputeConfig
 from candlecast.data.ingest import CcxtIngestConfig
 from candlecast.data.sample import DATASETS
 from candlecast.data.schema import SeriesId, timeframe_to_timedelta
+from candlecast.evaluation.splits import WalkForwardConfig
 from candlecast.features import FeatureConfig, LabelConfig
 from candlecast.models.baselines import BaselineConfig
 from candlecast.models.chronos_config import ChronosConfig, check_checkpoint
@@ -35,10 +36,10 @@ from candlecast.models.registry import (
     resolve_checkpoint,
 )
 from candlecast.ops.config import OpsConfig
+from candlecast.policy.config import PolicyConfig, PolicySearchSpace
 from candlecast.risk.config import RiskConfig
 from candlecast.serving.config import ServingConfig
 from candlecast.trading.config import TradeConfig
-from candlecast.training.splits import WalkForwardConfig
 from candlecast.validation import ValidationConfig
 
 
@@ -184,9 +185,18 @@ class WalkForwardParams(_Frozen):
 
 
 class ModelsParams(_Frozen):
-    """Which zoo models run (one DVC stage each) and each model's own section."""
+    """Which zoo models run (one DVC stage each), for which label horizons, and each model's
+    own section."""
 
     run: tuple[str, ...] = MODEL_NAMES
+    #: label horizons (bars) every zoo model is trained and scored for, walk-forward on the
+    #: same folds (purged by the longest); each must be in labels.horizons and the policy
+    #: chooses among them. ``train.label``'s horizon is the one the comparison tables report.
+    horizons: tuple[int, ...] = (1, 4, 16)
+    #: per-model subsets of ``horizons`` (a model not named here trains for all of them);
+    #: each must include train.label's horizon. The ensemble of a horizon stacks the models
+    #: trained for it.
+    model_horizons: dict[str, tuple[int, ...]] = Field(default_factory=dict)
     #: torch intra-op threads of the Chronos and transformer stages (1: fastest on 2 shared cores).
     torch_threads: int = Field(default=1, ge=1, le=64)
     baselines: BaselineConfig = BaselineConfig()
@@ -195,9 +205,25 @@ class ModelsParams(_Frozen):
     #: TransformerConfig fields; validated by :func:`check_deferred` (its module imports torch).
     transformer: dict[str, Any] = Field(default_factory=dict)
 
+    def horizons_of(self, name: str) -> tuple[int, ...]:
+        """The horizons model ``name`` trains for, in ``horizons`` order."""
+        subset = self.model_horizons.get(name)
+        return self.horizons if subset is None else tuple(h for h in self.horizons
+                                                          if h in subset)
+
     @model_validator(mode="after")
     def _known_models(self) -> ModelsParams:
         check_model_names(self.run)
+        for name, subset in self.model_horizons.items():
+            check_model_names([name], "models.model_horizons")
+            extra = [h for h in subset if h not in self.horizons]
+            if extra or not subset:
+                raise ValueError(f"models.model_horizons.{name} {list(subset)} must be a "
+                                 f"non-empty subset of models.horizons {list(self.horizons)}")
+        if not self.horizons or len(set(self.horizons)) != len(self.horizons) or any(
+                h < 1 for h in self.horizons):
+            raise ValueError(f"models.horizons must be distinct positive integers, got "
+                             f"{list(self.horizons)}")
         return self
 
 
@@ -233,7 +259,7 @@ class EnsembleParams(_Frozen):
 _DEFERRED: dict[str, str] = {
     "garch": "candlecast.models.regime:GarchConfig",
     "regime": "candlecast.models.regime:RegimeConfig",
-    "ensemble.stacking": "candlecast.models.ensemble:EnsembleConfig",
+    "ensemble.stacking": "candlecast.models.stacking:EnsembleConfig",
     "models.transformer": "candlecast.models.transformer:TransformerConfig",
 }
 _LABEL = re.compile(r"^label_up_(\d+)$")
@@ -259,6 +285,31 @@ class BacktestParams(_Frozen):
         return self
 
 
+class PolicyTuningParams(_Frozen):
+    """The walk-forward policy search (``policy.tuning``): Optuna inside each fold, on the
+    ensemble's out-of-sample forecasts of the folds before it, scored net of costs."""
+
+    enabled: bool = True
+    n_trials: int = Field(default=40, ge=1, le=10_000)
+    seed: int = 42
+    #: what the search maximizes over the tuning window: the net Sharpe or Calmar ratio of the
+    #: equal-weight book of all series
+    objective: Literal["sharpe", "calmar"] = "sharpe"
+    #: a configuration trading fewer round trips than this per series and 1,000 bars scores
+    #: -inf (too few trades to tell luck from edge)
+    min_trades_per_1000_bars: float = Field(default=1.0, ge=0)
+
+
+class PolicyParams(_Frozen):
+    """The decision layer (docs/policy.md): the configuration used where nothing could be
+    tuned (the first scored fold has no earlier out-of-sample forecasts), the search space and
+    the search."""
+
+    default: PolicyConfig = PolicyConfig()
+    search: PolicySearchSpace = PolicySearchSpace()
+    tuning: PolicyTuningParams = PolicyTuningParams()
+
+
 class Params(_Frozen):
     ingest: IngestParams = IngestParams()
     validate_: ValidationConfig = Field(default_factory=ValidationConfig, alias="validate")
@@ -278,6 +329,7 @@ class Params(_Frozen):
     risk: RiskConfig = Field(default_factory=RiskConfig)
     costs: CostConfig = Field(default_factory=CostConfig)
     backtest: BacktestParams = BacktestParams()
+    policy: PolicyParams = PolicyParams()
     trade: TradeConfig = Field(default_factory=TradeConfig)
     #: the signal service; features, feature service, MLflow store and risk come from their own
     #: sections (see :func:`candlecast.serving.config.compose_serving_config`)
@@ -298,11 +350,20 @@ class Params(_Frozen):
                 f"train.target_return must be fwd_logret_{horizon} to match train.label "
                 f"{self.train.label!r}, got {self.train.target_return!r}"
             )
-        if "chronos" in self.models.run and self.models.chronos.horizon != horizon:
-            raise ValueError(
-                f"models.chronos.horizon ({self.models.chronos.horizon}) must equal the label "
-                f"horizon of train.label {self.train.label!r} ({horizon})"
-            )
+        unknown = [h for h in self.models.horizons if h not in self.labels.horizons]
+        if unknown:
+            raise ValueError(f"models.horizons {unknown} are not in labels.horizons "
+                             f"{list(self.labels.horizons)}: there is no label to train on")
+        for name in self.models.run:
+            if horizon not in self.models.horizons_of(name):
+                raise ValueError(f"the horizons of model {name} "
+                                 f"{list(self.models.horizons_of(name))} must include the "
+                                 f"horizon of train.label {self.train.label!r} ({horizon})")
+        untrained = [h for h in (*self.policy.search.horizons, self.policy.default.horizon)
+                     if h not in self.models.horizons]
+        if untrained:
+            raise ValueError(f"policy horizons {sorted(set(untrained))} are not trained: add "
+                             f"them to models.horizons {list(self.models.horizons)}")
         vol_window = int(self.regime.get("vol_window", 48))
         trend_window = int(self.regime.get("trend_window", 48))
         if vol_window not in self.features.vol_windows:
@@ -339,8 +400,13 @@ class Params(_Frozen):
             )
         return horizon
 
+    @property
+    def zoo_horizon(self) -> int:
+        """The longest horizon the zoo trains: the folds are purged by it for every horizon."""
+        return max(self.models.horizons)
+
     def walk_forward_config(self) -> WalkForwardConfig:
-        return self.walk_forward.config(self.label_horizon)
+        return self.walk_forward.config(self.zoo_horizon)
 
     def deferred(self, section: str) -> Any:
         """The validated config object of a deferred section (see ``_DEFERRED``)."""

@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from candlecast.ops.alerts import (
+from candlecast.monitoring.alerts import (
     AlertConfig,
     NullNotifier,
     WebhookNotifier,
@@ -157,7 +157,7 @@ def registry(tmp_path):
 
 
 def test_alias_history_and_rollback(registry):
-    from candlecast.ops.aliases import (
+    from candlecast.tracking.aliases import (
         alias_version,
         champion_history,
         mark_challenger,

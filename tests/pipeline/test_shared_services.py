@@ -102,7 +102,7 @@ def test_the_quick_pipeline_on_postgres_mlflow_and_redis(services, tmp_path, rep
     assert "fold_metrics.csv" in {a.path for a in client.list_artifacts(run.info.run_id)}
     # Optuna: every fold's study in PostgreSQL
     studies = optuna.get_all_study_names(services["CANDLECAST_OPTUNA_STORAGE"])
-    assert {f"lightgbm-fold{k}" for k in range(done["regime"]["folds"])} <= set(studies)
+    assert {f"lightgbm-h1-fold{k}" for k in range(done["regime"]["folds"])} <= set(studies)
     # Feast: the online store is Redis (no SQLite file was made)
     assert not list((project / "data").glob("**/online_store.db"))
     host, port = services["CANDLECAST_REDIS"].split(":")

@@ -17,13 +17,13 @@ import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 
-class ZooEnsemblePyfunc(PythonModel):
-    """Loads a saved :class:`~candlecast.models.zoo_ensemble.ZooEnsemble` artifact folder."""
+class EnsemblePyfunc(PythonModel):
+    """Loads a saved :class:`~candlecast.models.ensemble.Ensemble` artifact folder."""
 
     def load_context(self, context: Any) -> None:
-        from candlecast.models.zoo_ensemble import ZooEnsemble
+        from candlecast.models.ensemble import Ensemble
 
-        self.ensemble = ZooEnsemble.load(context.artifacts["ensemble"])
+        self.ensemble = Ensemble.load(context.artifacts["ensemble"])
         threads = int(self.ensemble.manifest.get("torch_threads", 0) or 0)
         if threads:
             import torch

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from candlecast.monitoring.config import DriftConfig
+from candlecast.monitoring.config import AlertConfig, DriftConfig
 
 
 class _Frozen(BaseModel):
@@ -35,15 +35,6 @@ class ReplayConfig(_Frozen):
     holdout_bars: int = Field(default=2000, ge=1)
     #: bars per series one ``refresh`` appends
     chunk_bars: int = Field(default=500, ge=1)
-
-
-class AlertConfig(_Frozen):
-    """The webhook notifier; its URL comes from the environment variable named here."""
-
-    webhook_env: str = "CANDLECAST_ALERT_WEBHOOK"
-    timeout_s: float = Field(default=5.0, gt=0)
-    retries: int = Field(default=3, ge=0, le=10)
-    backoff_s: float = Field(default=0.5, ge=0)
 
 
 class OpsConfig(_Frozen):

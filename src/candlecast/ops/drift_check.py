@@ -21,10 +21,9 @@ import pandas as pd
 from candlecast.config import Params
 from candlecast.data.schema import timeframe_to_timedelta
 from candlecast.features import feature_names
+from candlecast.monitoring.alerts import Notifier, NullNotifier
 from candlecast.monitoring.drift import drift_verdict
 from candlecast.monitoring.report import build_report, write_drift_outputs
-from candlecast.ops.alerts import Notifier, NullNotifier
-from candlecast.ops.aliases import CHAMPION
 from candlecast.ops.scoring import (
     load_training_set,
     project_lineage,
@@ -34,6 +33,7 @@ from candlecast.ops.scoring import (
 )
 from candlecast.pipeline.paths import Paths
 from candlecast.pipeline.zoo_common import SERIES, TIME
+from candlecast.tracking.aliases import CHAMPION
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +24,11 @@ import mlflow
 import numpy as np
 import pandas as pd
 
+from candlecast.common.time import utc_now_iso
+from candlecast.common.uris import absolute_sqlite_uri
 from candlecast.config import Params
 from candlecast.data.schema import timeframe_to_timedelta
-from candlecast.ops.alerts import Notifier, NullNotifier
-from candlecast.ops.aliases import CHAMPION, alias_version, mark_challenger, move_champion
+from candlecast.monitoring.alerts import Notifier, NullNotifier
 from candlecast.ops.promotion import decide_promotion, first_unseen_time, holdout_cut
 from candlecast.ops.scoring import (
     load_training_set,
@@ -41,6 +41,7 @@ from candlecast.ops.scoring import (
 from candlecast.pipeline.paths import Paths
 from candlecast.pipeline.runner import run_stage, zoo_plan
 from candlecast.pipeline.zoo_common import SERIES, TIME
+from candlecast.tracking.aliases import CHAMPION, alias_version, mark_challenger, move_champion
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +58,7 @@ def workspace_params(params: Params, paths: Paths) -> Params:
     """The project's params with the MLflow store made absolute (the workspace is another
     root) and the champion decision deferred to :func:`evaluate_and_decide`."""
     s = params.mlflow
-    uri = s.tracking_uri
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        uri = f"sqlite:///{(paths.root / uri.removeprefix('sqlite:///')).resolve()}"
+    uri = absolute_sqlite_uri(s.tracking_uri, paths.root)
     artifacts = Path(s.artifact_root)
     if not artifacts.is_absolute():
         artifacts = (paths.root / artifacts).resolve()
@@ -160,7 +159,7 @@ def evaluate_and_decide(params: Params, paths: Paths, notifier: Notifier | None 
 
 def _record(params: Params, paths: Paths, client: Any, name: str, summary: dict[str, Any],
             decision: Any, evaluation: dict[str, Any], notifier: Notifier) -> dict[str, Any]:
-    when = datetime.now(UTC).isoformat(timespec="seconds")
+    when = utc_now_iso()
     version = decision.challenger_version
     lineage = project_lineage(params, paths).as_tags()
     tags = {**decision.as_tags(), "ops.decided_at": when,

@@ -64,7 +64,7 @@ def score_rows(model_uri: str, history: pd.DataFrame, keys: pd.DataFrame,
     fed the feature history it needs before them; NaN where it gives none."""
     import mlflow
 
-    from candlecast.pipeline.ensemble_stage import naive_utc
+    from candlecast.common.time import naive_utc
 
     model = mlflow.pyfunc.load_model(model_uri)
     needed = model.metadata.get_input_schema().input_names()

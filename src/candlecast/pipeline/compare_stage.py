@@ -27,6 +27,12 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from candlecast.config import Params  # noqa: E402
+from candlecast.evaluation.metrics import (  # noqa: E402
+    METRIC_NAMES,
+    calibration_curve,
+    fold_summary,
+    metrics_table,
+)
 from candlecast.pipeline.ensemble_stage import load_zoo_predictions  # noqa: E402
 from candlecast.pipeline.paths import Paths  # noqa: E402
 from candlecast.pipeline.zoo_common import (  # noqa: E402
@@ -38,12 +44,6 @@ from candlecast.pipeline.zoo_common import (  # noqa: E402
     zoo_run,
 )
 from candlecast.tracking.runs import log_run  # noqa: E402
-from candlecast.training.metrics import (  # noqa: E402
-    METRIC_NAMES,
-    calibration_curve,
-    fold_summary,
-    metrics_table,
-)
 from candlecast.training.walkforward import attach_regimes  # noqa: E402
 
 log = logging.getLogger(__name__)

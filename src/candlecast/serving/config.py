@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from candlecast.common.uris import absolute_sqlite_uri
 from candlecast.features import FeatureConfig
 from candlecast.risk import RiskConfig
 
@@ -96,10 +97,7 @@ class ServingConfig(_Frozen):
 
     def resolved_tracking_uri(self) -> str:
         """Relative ``sqlite:///`` URIs are taken from ``project_root`` (as the pipeline does)."""
-        uri = self.tracking_uri
-        if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-            return f"sqlite:///{self.path(uri.removeprefix('sqlite:///'))}"
-        return uri
+        return absolute_sqlite_uri(self.tracking_uri, self.root())
 
     def check_tracking_store(self) -> None:
         """Refuse a SQLite tracking store that does not exist: MLflow would silently create an

@@ -11,14 +11,14 @@ loads it as an MLflow pyfunc and wraps it in :class:`PyfuncSignalModel`:
 
 * a LightGBM / scikit-learn flavour: ``predict_proba`` of the raw model on the last row
   (MLflow's pyfunc ``predict`` of a classifier returns labels, not probabilities);
-* the stacked ensemble (a pyfunc wrapping :class:`~candlecast.models.zoo_ensemble.ZooEnsemble`):
-  its unwrapped python model is called directly (``ZooEnsemble.predict_last`` on the window's
+* the stacked ensemble (a pyfunc wrapping :class:`~candlecast.models.ensemble.Ensemble`):
+  its unwrapped python model is called directly (``Ensemble.predict_last`` on the window's
   arrays, :meth:`PyfuncSignalModel.predict_window` straight from the service's window cache),
   the window checked by this adapter (columns, one series, numeric values) instead of
   MLflow's per-call schema enforcement; same answer as ``pyfunc.predict`` (tested), and the
   version / lineage still come from the MLflow resolution. Answers are memoized per input
   (an exact digest of the window's times and values, see :class:`AnswerCache`). With
-  ``accelerate`` the base models are prepared for one-row calls (``ZooEnsemble.accelerate``:
+  ``accelerate`` the base models are prepared for one-row calls (``Ensemble.accelerate``:
   Chronos-2's network traced for one context, checked against eager mode);
 * any other pyfunc: ``predict`` on the window; the output may be a
   DataFrame with ``prob_up`` and optional ``confidence``, ``disagreement``, ``q0.1``... columns
@@ -46,6 +46,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
+from candlecast.common.time import naive_utc
 from candlecast.feature_store.definitions import EVENT_TIMESTAMP, JOIN_KEY
 
 _QUANTILE = re.compile(r"^q(0(\.\d+)?|1(\.0+)?|\.\d+)$")
@@ -212,15 +213,15 @@ class PreparedWindow:
 
 
 def _zoo_ensemble(pyfunc: Any) -> Any:
-    """The :class:`ZooEnsemble` inside a loaded ensemble pyfunc, else None."""
-    from candlecast.models.zoo_ensemble import ZooEnsemble
+    """The :class:`Ensemble` inside a loaded ensemble pyfunc, else None."""
+    from candlecast.models.ensemble import Ensemble
 
     try:
         python_model = pyfunc.unwrap_python_model()
     except Exception:  # noqa: BLE001 - not a python_function model (a flavor's own pyfunc)
         return None
     ensemble = getattr(python_model, "ensemble", None)
-    return ensemble if isinstance(ensemble, ZooEnsemble) else None
+    return ensemble if isinstance(ensemble, Ensemble) else None
 
 
 class PyfuncSignalModel:
@@ -290,9 +291,7 @@ class PyfuncSignalModel:
             return ModelOutput(prob_up=p, confidence=abs(p - 0.5) * 2.0)
         frame = rows.iloc[-self.window_rows:][list(self.input_columns)].reset_index(drop=True)
         if EVENT_TIMESTAMP in frame.columns:
-            # MLflow's schema enforcement accepts only tz-naive datetimes: naive UTC
-            ts = pd.to_datetime(frame[EVENT_TIMESTAMP], utc=True)
-            frame[EVENT_TIMESTAMP] = ts.dt.tz_localize(None)
+            frame = naive_utc(frame, EVENT_TIMESTAMP)  # MLflow's schema: tz-naive datetimes
         out = parse_output(self.pyfunc.predict(frame))
         if out.confidence is None:
             out = ModelOutput(out.prob_up, out.quantiles, abs(out.prob_up - 0.5) * 2.0,

@@ -126,7 +126,7 @@ def run(
         _fail(exc)
     import os
 
-    from candlecast.ops.alerts import notifier_from_env
+    from candlecast.monitoring.alerts import notifier_from_env
 
     trader.notifier = notifier_from_env(os.environ)  # CANDLECAST_ALERT_WEBHOOK, if set
     # everything loaded so far leaves the collector's generations for the session: a full

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 import pandas as pd
 
+from candlecast.common.time import as_utc
 from candlecast.data.schema import SeriesId
 from candlecast.trading.candles import Bar, bars_from_frame
 
@@ -118,8 +119,7 @@ def parse_signal(payload: object) -> Signal:
     except (TypeError, ValueError) as error:
         raise SignalUnavailable("malformed", f"feature_timestamp {stamp!r}: {error}") from error
     if feature_ts is not None:
-        feature_ts = (feature_ts.tz_localize("UTC") if feature_ts.tzinfo is None
-                      else feature_ts.tz_convert("UTC"))
+        feature_ts = as_utc(feature_ts)
     size = _number(payload, "size_fraction")
     prob = _number(payload, "prob_up")
     if not math.isnan(prob) and not 0.0 <= prob <= 1.0:

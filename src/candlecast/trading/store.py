@@ -22,11 +22,17 @@ import os
 import pickle
 import sqlite3
 from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from candlecast.common.time import utc_now_iso
+
+
+def _now() -> str:
+    return utc_now_iso("milliseconds")
+
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -67,10 +73,6 @@ class _PlainUnpickler(pickle.Unpickler):
 
 class StateLockedError(RuntimeError):
     """Another trader holds this state database."""
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 class StateStore:

@@ -40,12 +40,17 @@ from candlecast.trading.feast_sink import FeatureSink
 from candlecast.trading.feeds import END, IDLE, CandleFeed, Tick
 from candlecast.trading.ops import StopFlag, read_flag_file
 from candlecast.trading.persist import fingerprint, load_session, new_session, save_session
-from candlecast.trading.reconcile import reconcile_with_exchange
+from candlecast.trading.reconcile import (
+    ReconcilingBroker,
+    adopt_account,
+    book_fills_while_away,
+    resolve_working_orders,
+)
 from candlecast.trading.signals import Signal, SignalClient, fetch_fresh_signal
 from candlecast.trading.store import StateStore
 
 if TYPE_CHECKING:
-    from candlecast.ops.alerts import Notifier
+    from candlecast.monitoring.alerts import Notifier
 
 log = logging.getLogger(__name__)
 NAN = math.nan
@@ -85,7 +90,7 @@ class Trader:
         self.sink = feature_sink
         self.stop = stop if stop is not None else StopFlag()
         self.sleep = sleep
-        #: alerts (``candlecast.ops.alerts``): a risk-limit halt is notified after its commit
+        #: alerts (``candlecast.monitoring.alerts``): a risk-limit halt is notified after its commit
         self.notifier = notifier
         self._halts: list[tuple[str, str]] = []
         self.series = {s.symbol: s for s in config.series}
@@ -154,8 +159,20 @@ class Trader:
     # ------------------------------------------------------------------ live start-up
     def reconcile(self) -> list[str]:
         """Live only: resolve working orders, book their fills, adopt the exchange's balances
-        (:func:`candlecast.trading.reconcile.reconcile_with_exchange`)."""
-        return reconcile_with_exchange(self)
+        (:mod:`candlecast.trading.reconcile`); returns the broker's notes (none for paper)."""
+        if not isinstance(self.broker, ReconcilingBroker):
+            return []
+        symbols = list(self.config.symbols)
+        notes = resolve_working_orders(self.broker, symbols, self.books)
+        with self._tx():
+            if self.risk_state is not None:
+                book_fills_while_away(self.broker, self.books, self.step_ns, self._apply_fill)
+            self.risk_state = adopt_account(self.broker.account(symbols), self.account,
+                                            self.books, self.engine, self.risk_state,
+                                            self._event)
+            self._finish_orders(max((b.last_ts or 0) for b in self.books.values()))
+            self._save()
+        return notes
 
     # ------------------------------------------------------------------ the loop
     def run(self, max_ticks: int | None = None) -> RunSummary:

@@ -3,7 +3,7 @@
 Pure core of the model zoo: a frame and folds in, a long prediction frame out. For every fold
 the models are built fresh (``build(fold)``), fitted on the fold's training rows only and asked
 for P(up) on its test rows. Nothing a model sees at fit time lies in or after the test window
-(the folds are purged and embargoed by :mod:`candlecast.training.splits`).
+(the folds are purged and embargoed by :mod:`candlecast.evaluation.splits`).
 
 Sequence models (Chronos, the transformer) read the candles before each row. With ``history``
 (every feature row of every series, labelled or not) and ``context_bars > 0``, a fold's test
@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from candlecast.evaluation.splits import Fold
 from candlecast.models.base import DirectionModel
-from candlecast.models.zoo_ensemble import base_prediction
-from candlecast.training.splits import Fold
+from candlecast.models.ensemble import base_prediction
 
 #: Columns of the out-of-fold prediction frame, in order (``regime`` only when joined).
 OOF_COLUMNS: tuple[str, ...] = (

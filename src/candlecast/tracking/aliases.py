@@ -11,19 +11,16 @@ further back. The registered model keeps the last moves in ``ops.champion_histor
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Any
 
 from mlflow.exceptions import MlflowException
+
+from candlecast.common.time import utc_now_iso
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 HISTORY_TAG = "ops.champion_history"
 HISTORY_LENGTH = 20
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def alias_version(client: Any, name: str, alias: str) -> str | None:
@@ -46,7 +43,7 @@ def _append_history(client: Any, name: str, entry: dict[str, str]) -> None:
 def move_champion(client: Any, name: str, version: str, reason: str, actor: str,
                   when: str | None = None) -> str | None:
     """Point ``champion`` at ``version`` and record the move; returns the replaced version."""
-    when = when or _now()
+    when = when or utc_now_iso()
     previous = alias_version(client, name, CHAMPION)
     if previous == str(version):
         return previous
@@ -70,7 +67,7 @@ def mark_challenger(client: Any, name: str, version: str) -> None:
 
 def rollback(client: Any, name: str, reason: str, when: str | None = None) -> dict[str, str]:
     """Restore the previous champion; raises ``ValueError`` if none is recorded."""
-    when = when or _now()
+    when = when or utc_now_iso()
     current = alias_version(client, name, CHAMPION)
     if current is None:
         raise ValueError(f"registered model {name!r} has no champion to roll back")

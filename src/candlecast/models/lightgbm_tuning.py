@@ -46,7 +46,8 @@ class TuningConfig(BaseModel):
     #: the study's RDB storage URL (e.g. ``postgresql+psycopg://user@host:5432/optuna``, shared
     #: by every worker); None: a SQLite file in the model's output folder
     storage: str | None = None
-    #: study names are ``<study_prefix>-fold<k>``: one namespace per project on a shared storage
+    #: study names are ``<study_prefix>-h<horizon>-fold<k>``: one namespace per project on a
+    #: shared storage
     study_prefix: str = Field(default="lightgbm", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     #: trials of one study run at once in this many threads, all reading and writing the one
     #: study in its storage (1: sequential and deterministic; more: faster, but TPE then sees

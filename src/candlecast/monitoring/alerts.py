@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from candlecast.ops.config import AlertConfig
+from candlecast.monitoring.config import AlertConfig
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from candlecast.data.sample import load_sample
-from candlecast.training.splits import (
+from candlecast.evaluation.splits import (
     WalkForwardConfig,
     chronological_folds,
     chronological_validation_split,

@@ -11,7 +11,7 @@ from scipy.stats import spearmanr
 from sklearn import calibration as skcal
 from sklearn import metrics as skm
 
-from candlecast.training.metrics import (
+from candlecast.evaluation.metrics import (
     METRIC_NAMES,
     MetricsConfig,
     accuracy,
