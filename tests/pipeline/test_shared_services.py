@@ -102,7 +102,8 @@ def test_the_quick_pipeline_on_postgres_mlflow_and_redis(services, tmp_path, rep
         run = client.get_run(run_id)
         assert run.info.artifact_uri.startswith("mlflow-artifacts:")  # proxied by the server
         assert client.list_artifacts(run_id)
-    assert done["ensemble"]["mlflow_parent_run_id"] == done["regime"]["mlflow_parent_run_id"]
+    parent = client.get_run(done["regime"]["mlflow_run_id"]).data.tags["mlflow.parentRunId"]
+    assert parent == done["ensemble"]["mlflow_parent_run_id"]  # one pipeline run on the server
     # Optuna: every fold's study of every horizon in PostgreSQL
     studies = set(optuna.get_all_study_names(services["CANDLECAST_OPTUNA_STORAGE"]))
     assert {f"lightgbm-h{h}-fold{k}" for h in params.models.horizons_of("lightgbm")
