@@ -8,8 +8,9 @@ the client is the real ccxt / ccxt.pro.
 1. **Latency**: real Bitfinex BTC/USD 30m candles replayed as trades (first trade 5 ms after
    the open, the last 10 ms before the close) on a clock that runs at wall speed around every
    close and jumps over the quiet middle of each candle (after holding the close for a few
-   seconds, so both feeds see the close in real time). A paper trader (scripted signals that
-   flip every candle, so every tick commits a new working order; SQLite ``synchronous=FULL``)
+   seconds, so both feeds see the close in real time). A paper trader (a scripted policy whose
+   target flips every candle, so every tick commits a new working order, with the risk engine
+   without trade limits; SQLite ``synchronous=FULL``)
    runs on the streaming feed (trades stream, ``close_grace_s`` 0.25 s) and then on the REST
    polling feed with its defaults (``candle_close_delay_s`` 2 s, ``poll_interval_s`` 1 s).
    Measured per candle: wall time from the fake sending the candle's last trade to the trader
@@ -138,10 +139,11 @@ def _rest(url: str):
 # ----------------------------------------------------------------------------------- latency
 def _latency_run(feed_kind: str, frame: pd.DataFrame, n: int, hold_s: float,
                  workdir: Path) -> dict[str, Any]:
-    from trading_helpers import MemorySink, ScriptedSignals
+    from trading_helpers import MemorySink, PolicyScript, ScriptedSignals
 
     from candlecast.backtest import BacktestConfig, CostConfig
     from candlecast.exchange.ccxt_stream import CcxtStreamSource
+    from candlecast.policy import Policy, PolicyConfig
     from candlecast.risk import RiskConfig
     from candlecast.trading import CcxtFeed, PaperBroker, StateStore, TradeConfig, Trader
     from candlecast.trading.config import StreamConfig
@@ -175,10 +177,14 @@ def _latency_run(feed_kind: str, frame: pd.DataFrame, n: int, hold_s: float,
                         now=clock)
     sink = MemorySink()
     ts = pd.DatetimeIndex(table["timestamp"]).asi8.tolist()
-    signals = ScriptedSignals(sink, STEP_MS * 1_000_000,
-                              {t: (1 if i % 2 else -1) for i, t in enumerate(ts)})
+    # a policy whose target flips between long and short every candle: every tick decides
+    policy = Policy(PolicyConfig(horizon=1, entry_margin=1.0, min_hold_bars=0, vol_target=None,
+                                 allow_short=True), CostConfig(), 17_520.0)
+    script = PolicyScript(policy, ts, [0.02 if i % 2 else -0.02 for i in range(len(ts))],
+                          [0.001] * len(ts))
+    signals = ScriptedSignals(sink, STEP_MS * 1_000_000, script)
     trader = Trader(cfg, broker=PaperBroker(CostConfig()), feed=feed, signals=signals,
-                    store=StateStore(cfg.state_db), risk=RiskConfig(), costs=CostConfig(),
+                    store=StateStore(cfg.state_db), risk=RiskConfig.plain(0.5), costs=CostConfig(),
                     backtest=BacktestConfig(), feature_sink=sink)
     commits: list[tuple[int, float]] = []
     process_tick = trader.process_tick

@@ -71,7 +71,7 @@ def _context(root: str, params_file: str) -> tuple[Any, Paths]:
 
 
 def _notifier(params: Any) -> Any:
-    from candlecast.ops.alerts import notifier_from_env
+    from candlecast.monitoring.alerts import notifier_from_env
 
     return notifier_from_env(os.environ, params.ops.alerts)
 
@@ -99,7 +99,7 @@ def pipeline_stage(root: str, params_file: str, stage: str) -> dict:
 
 @task(name="check-signal-service", timeout_seconds=60)
 def check_signal_service(root: str, params_file: str, url: str) -> dict:
-    from candlecast.ops.alerts import check_service
+    from candlecast.monitoring.alerts import check_service
 
     params, _ = _context(root, params_file)
     status = check_service(url, _notifier(params))

@@ -6,6 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from candlecast.evaluation.metrics import metrics_table
+from candlecast.evaluation.splits import WalkForwardConfig, walk_forward_splits
 from candlecast.models.base import DirectionModel, NotFittedError
 from candlecast.models.baselines import (
     BaselineConfig,
@@ -14,8 +16,6 @@ from candlecast.models.baselines import (
     PersistenceModel,
     make_baselines,
 )
-from candlecast.training.metrics import metrics_table
-from candlecast.training.splits import WalkForwardConfig, walk_forward_splits
 
 X = pd.DataFrame(
     {

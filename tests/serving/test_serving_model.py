@@ -163,21 +163,21 @@ def test_in_process_stale_and_clock(serving_env):
 # ----------------------------------------------------------------- the ensemble, called directly
 
 def _small_zoo_pyfunc(folder):  # noqa: ANN001, ANN202
-    """A real (small) ZooEnsemble on real BTC/ETH 30m features, saved as the pipeline saves
-    it: an MLflow pyfunc folder (``ZooEnsemblePyfunc``, signature, window metadata)."""
+    """A real (small) Ensemble on real BTC/ETH 30m features, saved as the pipeline saves
+    it: an MLflow pyfunc folder (``EnsemblePyfunc``, signature, window metadata)."""
     import mlflow
     import numpy as np
     from mlflow.models import infer_signature
 
+    from candlecast.common.time import naive_utc
     from candlecast.data.sample import load_sample
     from candlecast.features import feature_names
     from candlecast.models.baselines import MomentumModel, PersistenceModel
-    from candlecast.models.ensemble import EnsembleConfig, OOFPredictions, StackedEnsemble
-    from candlecast.models.ensemble_pyfunc import ZooEnsemblePyfunc
+    from candlecast.models.ensemble import Ensemble, HorizonEnsemble, regime_inputs
+    from candlecast.models.ensemble_pyfunc import EnsemblePyfunc
     from candlecast.models.lightgbm_model import LightGBMDirectionModel, LightGBMModelConfig
     from candlecast.models.regime import GarchVolatility, GaussianRegimes, RegimeConfig
-    from candlecast.models.zoo_ensemble import ZooEnsemble, regime_inputs
-    from candlecast.pipeline.ensemble_stage import naive_utc
+    from candlecast.models.stacking import EnsembleConfig, OOFPredictions, Stacker
 
     root = os.path.join(os.path.dirname(__file__), "..", "..", "data", "sample")
     names = list(feature_names(FeatureConfig()))
@@ -198,19 +198,22 @@ def _small_zoo_pyfunc(folder):  # noqa: ANN001, ANN202
     extra = pd.DataFrame({"garch_vol": data["rv_48"], "regime_1": 0.3, "regime_2": 0.3})
     oof = OOFPredictions.assume_out_of_fold(probs, y.to_numpy(), np.zeros(len(data), int),
                                             data["event_timestamp"])
-    stacker = StackedEnsemble(EnsembleConfig(calibration="platt", inner_folds=3)).fit(oof, extra)
+    stacker = Stacker(EnsembleConfig(calibration="platt", inner_folds=3)).fit(oof, extra)
     manifest = {"models": list(base), "extras": list(extra.columns),
                 "context_bars": dict.fromkeys(base, 0), "window_rows": 64,
                 "series_column": "series_id", "time_column": "event_timestamp",
                 "feature_columns": names, "vol_window": 48, "trend_window": 48,
                 "n_regimes": 3, "fill": {"garch_vol": 0.007, "chronos_spread": 0.0},
                 "torch_threads": 0, "label": "label_up_1", "series": sorted(regimes)}
-    ensemble = ZooEnsemble(base, stacker, regimes, manifest)
+    member = HorizonEnsemble(base, stacker, regimes, manifest)
+    ensemble = Ensemble({1: member}, {"horizons": [1], "primary_horizon": 1,
+                                      "return_scale": {"1": 0.2}, "vol_fill": 0.007,
+                                      "policy": None, "costs": None})
     ensemble.save(folder / "serving")
     example = naive_utc(data[data.series_id == data.series_id.iloc[0]].tail(64)[
         ensemble.input_columns].reset_index(drop=True), "event_timestamp")
     mlflow.pyfunc.save_model(
-        str(folder / "model"), python_model=ZooEnsemblePyfunc(),
+        str(folder / "model"), python_model=EnsemblePyfunc(),
         artifacts={"ensemble": str(folder / "serving")},
         signature=infer_signature(example, ensemble.predict(example), params={"rows": "last"}),
         metadata={"candlecast": {"window_rows": 64}})
@@ -218,7 +221,7 @@ def _small_zoo_pyfunc(folder):  # noqa: ANN001, ANN202
 
 
 def test_ensemble_is_called_directly_with_the_pyfunc_answer(tmp_path):
-    from candlecast.pipeline.ensemble_stage import naive_utc
+    from candlecast.common.time import naive_utc
     from candlecast.serving.model import PyfuncSignalModel, parse_output
 
     ensemble, data = _small_zoo_pyfunc(tmp_path)
@@ -236,7 +239,7 @@ def test_ensemble_is_called_directly_with_the_pyfunc_answer(tmp_path):
             ns = pd.DatetimeIndex(rows["event_timestamp"]).as_unit("ns").asi8
             assert model.predict_window(str(rows["series_id"].iloc[-1]), ns, rows[list(
                 model.feature_columns)].to_numpy(dtype="float64")) == direct
-            old = parse_output(ensemble._predict_frame(
+            old = parse_output(ensemble.primary._predict_frame(
                 naive_utc(rows.tail(64).reset_index(drop=True), "event_timestamp"), "last"))
             assert direct.prob_up == old.prob_up and direct.confidence == old.confidence
             assert math.isclose(direct.disagreement, old.disagreement, rel_tol=1e-12)
@@ -325,3 +328,61 @@ def test_service_freezes_the_loaded_stack_out_of_the_collector(serving_env):
         gc.unfreeze()
         plain.stop()
         frozen.stop()
+
+
+def test_signal_answers_the_bundled_policys_target(serving_env):
+    """A model version that carries a policy: /signal's target is that Policy's decision on
+    the model's horizon-4 forecast, for the position and holding time the caller reports;
+    /metadata shows the policy."""
+    from candlecast.backtest.config import CostConfig
+    from candlecast.policy import Forecast, Policy, PolicyConfig
+
+    config = PolicyConfig(horizon=4, entry_margin=0.05, exit_margin=-1.0, min_hold_bars=3,
+                          vol_target=0.5, allow_short=True)
+    name = f"policy-ensemble-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
+    register_window_model(serving_env, name, WINDOW, policy=config.model_dump(mode="json"))
+    server = _loaded(_config(serving_env, model_uri=f"models:/{name}@champion"))
+    assert server.metadata().policy == config.model_dump(mode="json")
+    frame = server.window.update(server.reader.latest(BTC.series_id), pd.Timedelta("30min"))
+    out = window_outputs(frame.tail(WINDOW))
+    policy = Policy(config, CostConfig(), 17_520)
+    forecast = Forecast(float(out["exp_ret_4"].iloc[0]), float(out["volatility"].iloc[0]))
+    answers = {}
+    for position, held in ((0.0, 0), (0.3, 1), (-0.3, 5), (0.3, 5)):
+        request = SeriesRequest(exchange="bitfinex", symbol="BTC/USD", timeframe="30m",
+                                position=position, bars_held=held)
+        answer = server.signal(request)
+        expected = policy.decide(forecast, position, held)
+        assert answer.target_position == pytest.approx(expected.target)
+        assert answer.policy.reason == str(expected.reason)
+        assert answer.action == ("long" if expected.target > 0 else
+                                 "short" if expected.target < 0 else "flat")
+        assert answer.forecasts["4"].expected_return == pytest.approx(forecast.expected_return)
+        assert answer.execution.entry == "market"
+        answers[(position, held)] = answer
+    assert len({a.policy.reason for a in answers.values()}) >= 2  # the position matters
+    # a model without a policy is served flat, and says so
+    plain = _loaded(_config(serving_env, model_uri=f"models:/{WINDOW_NAME}@champion"))
+    answer = plain.signal(BTC)
+    assert answer.target_position == 0.0 and answer.policy.reason == "no_policy"
+
+
+def test_the_trader_parses_the_policy_answer(serving_env):
+    """The service's answer and the trader's client agree on the contract: a real /signal
+    answer with a policy parses and carries the target, the execution style and forecasts."""
+    from candlecast.policy import PolicyConfig
+    from candlecast.trading.signals import parse_signal
+
+    config = PolicyConfig(horizon=4, entry_margin=0.05, exit_margin=-1.0, vol_target=0.5,
+                          allow_short=True)
+    name = f"policy-parse-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
+    register_window_model(serving_env, name, WINDOW, policy=config.model_dump(mode="json"))
+    server = _loaded(_config(serving_env, model_uri=f"models:/{name}@champion"))
+    answer = server.signal(SeriesRequest(exchange="bitfinex", symbol="BTC/USD",
+                                         timeframe="30m", position=0.2, bars_held=4))
+    parsed = parse_signal(json.loads(answer.model_dump_json()))
+    assert parsed.has_target and parsed.target_position == answer.target_position
+    assert parsed.execution.entry == "market" and 4 in parsed.forecasts
+    stale = server.signal(SeriesRequest(exchange="bitfinex", symbol="ETH/USD", timeframe="30m"))
+    if stale.status == "stale":  # the ETH rows of the session's store are old
+        assert not parse_signal(json.loads(stale.model_dump_json())).has_target

@@ -5,7 +5,7 @@ and a scripted signal service for several series."""
 from __future__ import annotations
 
 import functools
-import math
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -14,18 +14,26 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fakes"))
 from fake_binance import serve
 from fake_binance_orders import CCXT_SPOT_OPTIONS
-from fake_binance_ws import FakeBinanceStream, FakeClock, ReplayedBinance, StreamFault, binance_tables
-from trading_helpers import MemorySink
+from fake_binance_ws import (
+    FakeBinanceStream,
+    FakeClock,
+    ReplayedBinance,
+    StreamFault,
+    binance_tables,
+)
+from trading_helpers import MemorySink, PolicyScript, make_script, replay_slice
 
-from candlecast.backtest import sma_crossover_signal
 from candlecast.data.sample import load_sample
 from candlecast.data.schema import SeriesId
 from candlecast.data.store import CandleStore
 from candlecast.exchange import CcxtOhlcvSource
 from candlecast.exchange.ccxt_stream import CcxtStreamSource
-from candlecast.trading import Signal, SignalUnavailable
+from candlecast.features import FeatureConfig
+from candlecast.trading import Signal, SignalUnavailable, parse_signal
 from candlecast.trading.candles import Bar
 from candlecast.trading.config import StreamConfig
 from candlecast.trading.stream import StreamFeed
@@ -53,40 +61,48 @@ def market(symbol: str) -> str:
 
 class SeriesSignals:
     """An in-process signal service for several series: like ``/signal`` it answers for the
-    latest features the trader wrote, from a table of actions by (series key, candle open)."""
+    latest features the trader wrote, the policy target of that series' script (the same
+    :class:`~candlecast.policy.Policy` as the backtester's) for the position the trader
+    reports. ``down``: (series key, candle open) pairs for which the service is unreachable."""
 
-    def __init__(self, sink: MemorySink, actions: Mapping[tuple[str, int], int]) -> None:
-        self.sink, self.actions = sink, dict(actions)
+    def __init__(self, sink: MemorySink, scripts: Mapping[str, PolicyScript]) -> None:
+        self.sink, self.scripts = sink, dict(scripts)
         self.down: set[tuple[str, int]] = set()
         self.calls = 0
 
-    def signal(self, series: SeriesId) -> Signal:
+    def signal(self, series: SeriesId, position: float = 0.0, bars_held: int = 0) -> Signal:
         close, _ = self.sink.latest[series.key]
-        open_ns = int(close.value) - int(series.step.value)
+        step = int(series.step.value)
+        open_ns = int(close.value) - step
         self.calls += 1
         if (series.key, open_ns) in self.down:
             raise SignalUnavailable("connection", "service down (scripted)")
-        action = {1: "long", -1: "short", 0: "flat"}[self.actions.get((series.key, open_ns), 0)]
-        return Signal("ok", action, prob_up=math.nan, model_version="scripted-1",
-                      feature_timestamp=close)
+        return parse_signal(self.scripts[series.key].answer(open_ns, step, position, bars_held))
 
-    def predict(self, series: SeriesId, candles: list[Bar]) -> Signal:  # pragma: no cover
+    def predict(self, series: SeriesId, candles: list[Bar], position: float = 0.0,
+                bars_held: int = 0) -> Signal:  # pragma: no cover - the tests use signal
         raise NotImplementedError
 
     def ready(self) -> bool:
         return True
 
 
-def sma_table(frames: Mapping[str, pd.DataFrame], exchange: str = "binance",
-              timeframe: str = "30m") -> dict[tuple[str, int], int]:
-    """SMA(10)/SMA(30) crossover (long/short) of every candle, by (series key, open ns)."""
+#: a policy that trades the bundled window often (as the trader's outage tests use)
+POLICY = {"horizon": 4, "entry_margin": 1.0, "exit_margin": 0.0, "min_hold_bars": 2,
+          "vol_target": 0.5, "allow_short": True}
+
+
+def series_scripts(frames: Mapping[str, pd.DataFrame], first: pd.Timestamp, end: pd.Timestamp,
+                   exchange: str = "binance", timeframe: str = "30m") -> dict[str, PolicyScript]:
+    """Per series key, the policy on a noisy forecast of its candles in ``[first, end)``."""
     out = {}
     for symbol, frame in frames.items():
-        key = SeriesId(exchange, symbol, timeframe).key
-        signal = sma_crossover_signal(frame["close"].to_numpy(), 10, 30)
-        for ts, s in zip(pd.DatetimeIndex(frame["timestamp"]).asi8.tolist(), signal.tolist(),
-                         strict=True):
-            out[(key, ts)] = int(s)
+        ts = frame["timestamp"]
+        start = int(ts.searchsorted(first))
+        n = int(ts.searchsorted(end)) - start
+        _, replay, feats = replay_slice(frame, start, n, FeatureConfig())
+        out[SeriesId(exchange, symbol, timeframe).key] = make_script(replay, feats, frame,
+                                                                     start, **POLICY)
     return out
 
 

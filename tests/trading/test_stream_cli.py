@@ -22,11 +22,13 @@ from fake_binance import serve  # noqa: E402
 from fake_binance_orders import CCXT_SPOT_OPTIONS  # noqa: E402
 from fake_binance_ws import FakeBinanceStream, FakeClock, ReplayedBinance  # noqa: E402
 from stream_helpers import MARKETS, bundled  # noqa: E402
-from trading_helpers import FakeSignalService  # noqa: E402
+from trading_helpers import FakeSignalService, PolicyScript  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
+from candlecast.backtest import CostConfig  # noqa: E402
 from candlecast.data.schema import SeriesId  # noqa: E402
 from candlecast.data.store import CandleStore  # noqa: E402
+from candlecast.policy import Policy, PolicyConfig  # noqa: E402
 from candlecast.trading.cli import trade_app  # noqa: E402
 
 HISTORY, STREAMED = 830, 60  # streamed from now on, one a second
@@ -49,10 +51,15 @@ def test_trade_run_feed_stream_cli(tmp_path):
     clock.run()
     rest_fake = ReplayedBinance(now_ms=first_ms, markets={"BTCUSD": MARKETS["BTCUSD"]},
                                 max_limit=1000, tables={"BTCUSD": table}, clock=clock)
-    actions = {row[0] * 1_000_000: (1 if i % 4 < 2 else -1) for i, row in enumerate(table)}
+    # a policy that turns long and short every two candles (large forecasts, no minimum hold)
+    policy = Policy(PolicyConfig(horizon=1, entry_margin=1.0, min_hold_bars=0, vol_target=None,
+                                 allow_short=True), CostConfig(), 365 * 86_400.0)
+    script = PolicyScript(policy, [row[0] * 1_000_000 for row in table],
+                          [0.02 if i % 4 < 2 else -0.02 for i in range(len(table))],
+                          [0.001] * len(table))
     port = _free_port()
     scraped: list[str] = []
-    with serve(rest_fake) as rest, FakeSignalService(actions, 1_000_000_000) as service:
+    with serve(rest_fake) as rest, FakeSignalService(script, 1_000_000_000) as service:
         ws = FakeBinanceStream({"BTCUSD": table}, now_s * 1000, STREAMED, "1s", clock,
                                rest_fake).start()
         params = {"trade": {

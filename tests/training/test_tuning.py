@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 from zoo_frames import BAR, FEATURES, labelled, training_set
 
+from candlecast.evaluation.splits import WalkForwardConfig, walk_forward_splits
 from candlecast.models.lightgbm_model import LightGBMModelConfig
-from candlecast.training.splits import WalkForwardConfig, walk_forward_splits
-from candlecast.training.tuning import TunedLightGBMModel, TuningConfig, tune_lightgbm
+from candlecast.models.lightgbm_tuning import TunedLightGBMModel, TuningConfig, tune_lightgbm
 from candlecast.training.walkforward import DataSpec, run_fold
 
 BASE = LightGBMModelConfig(n_estimators=60, early_stopping_rounds=15, seed=3)

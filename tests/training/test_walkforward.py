@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 from zoo_frames import BAR, FEATURES, labelled, training_set
 
+from candlecast.evaluation.metrics import metrics_table
+from candlecast.evaluation.splits import WalkForwardConfig, walk_forward_splits
 from candlecast.models.baselines import make_baselines
 from candlecast.models.lightgbm_model import LightGBMDirectionModel, LightGBMModelConfig
-from candlecast.training.metrics import metrics_table
-from candlecast.training.splits import WalkForwardConfig, walk_forward_splits
 from candlecast.training.walkforward import OOF_COLUMNS, DataSpec, run_walk_forward
 
 SPEC = DataSpec(FEATURES, "label_up_1", "fwd_logret_1", bar=BAR)

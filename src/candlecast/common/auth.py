@@ -13,7 +13,7 @@ import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-DEFAULT_TOKEN_ENV = "CANDLECAST_CONTROL_TOKEN"
+DEFAULT_TOKEN_ENV = "CANDLECAST_CONTROL_TOKEN"  # noqa: S105 - the variable's name, not a secret
 MIN_TOKEN_LENGTH = 16
 
 

@@ -34,6 +34,7 @@ from typing import Any, TypeAlias
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from candlecast.common.time import as_utc
 from candlecast.data.schema import SeriesId, timeframe_to_timedelta
 from candlecast.data.store import CandleStore
 from candlecast.exchange.errors import (
@@ -66,7 +67,7 @@ def _parse_time(value: str, name: str) -> pd.Timestamp:
         ) from error
     if stamp is pd.NaT:
         raise ValueError(f"{name} {value!r} is not an ISO date/time")
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return as_utc(stamp)
 
 
 class CcxtIngestConfig(BaseModel):
@@ -230,8 +231,7 @@ class IngestReport:
 
 def _resolve_now(now: Now) -> pd.Timestamp:
     value = now() if callable(now) else now
-    stamp = pd.Timestamp.now(tz="UTC") if value is None else pd.Timestamp(value)
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return as_utc(pd.Timestamp.now(tz="UTC") if value is None else value)
 
 
 def _ms(stamp: pd.Timestamp) -> int:

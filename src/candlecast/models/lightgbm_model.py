@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from candlecast.evaluation.splits import chronological_validation_split
 from candlecast.models.base import NotFittedError, check_fit_inputs, require_columns
-from candlecast.training.splits import chronological_validation_split
 
 #: The LGBMClassifier hyperparameters of :class:`LightGBMModelConfig` (what Optuna tunes from).
 BOOSTER_FIELDS: tuple[str, ...] = (
@@ -149,7 +149,7 @@ class LightGBMDirectionModel:
         X_val: pd.DataFrame | None = None,
         y_val: pd.Series | None = None,
     ) -> Self:
-        from candlecast.training.lightgbm_direction import fit_lightgbm_direction
+        from candlecast.models.lightgbm_fit import fit_lightgbm_direction
 
         cfg = self.config
         labels = pd.Series(check_fit_inputs(X, y), index=X.index)

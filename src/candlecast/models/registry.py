@@ -22,7 +22,7 @@ from candlecast.models.base import DirectionModel
 from candlecast.models.baselines import BaselineConfig, make_baselines
 from candlecast.models.chronos_config import ChronosConfig
 from candlecast.models.lightgbm_model import LightGBMModelConfig
-from candlecast.training.tuning import TuningConfig
+from candlecast.models.lightgbm_tuning import TuningConfig
 
 #: Names that are stage outputs, not models: they may not be used as model names.
 RESERVED_NAMES: tuple[str, ...] = ("regime", "ensemble", "simple_average")
@@ -70,14 +70,15 @@ def _baselines(section: BaselineConfig, ctx: BuildContext) -> list[DirectionMode
 
 
 def _lightgbm(section: LightGBMZooConfig, ctx: BuildContext) -> list[DirectionModel]:
-    from candlecast.training.tuning import TunedLightGBMModel
+    from candlecast.models.lightgbm_tuning import TunedLightGBMModel
 
     ctx.workdir.mkdir(parents=True, exist_ok=True)
-    storage = f"sqlite:///{(ctx.workdir / 'optuna.db').resolve()}"
+    storage = section.tuning.storage or f"sqlite:///{(ctx.workdir / 'optuna.db').resolve()}"
     return [
         TunedLightGBMModel(
             section.model_only(ctx.horizon), section.tuning, name="lightgbm",
-            storage=storage, study_name=f"lightgbm-fold{ctx.fold}",
+            storage=storage,
+            study_name=f"{section.tuning.study_prefix}-h{ctx.horizon}-fold{ctx.fold}",
         )
     ]
 
@@ -94,7 +95,8 @@ def _chronos(section: ChronosConfig, ctx: BuildContext) -> list[DirectionModel]:
     from candlecast.models.chronos_model import ChronosDirectionModel
 
     config = resolve_checkpoint(section, ctx.root)
-    config = config.model_copy(update={"output_dir": None, "show_progress": False})
+    config = config.model_copy(update={"output_dir": None, "show_progress": False,
+                                       "horizon": ctx.horizon})
     return [ChronosDirectionModel(config, name="chronos")]
 
 

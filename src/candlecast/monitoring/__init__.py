@@ -1,4 +1,5 @@
-"""Drift monitoring: pure drift and decay checks (``drift``), the Evidently report (``report``).
+"""Monitoring: pure drift and decay checks (``drift``), the Evidently report (``report``) and the
+alerts (``alerts``: the webhook notifier the ops flows and the trader send to, a service probe).
 
 See docs/operations.md.
 """

@@ -1,4 +1,5 @@
-"""Thresholds of the drift check (``ops.drift`` in params.yaml)."""
+"""Thresholds of the drift check (``ops.drift`` in params.yaml) and the alert webhook
+(``ops.alerts``)."""
 
 from __future__ import annotations
 
@@ -49,3 +50,14 @@ class DriftConfig(BaseModel):
     decay: DecayConfig = DecayConfig()
     #: where HTML reports and verdicts go, relative to the project root
     report_dir: str = "reports/drift"
+
+
+class AlertConfig(BaseModel):
+    """The webhook notifier; its URL comes from the environment variable named here."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    webhook_env: str = "CANDLECAST_ALERT_WEBHOOK"
+    timeout_s: float = Field(default=5.0, gt=0)
+    retries: int = Field(default=3, ge=0, le=10)
+    backoff_s: float = Field(default=0.5, ge=0)

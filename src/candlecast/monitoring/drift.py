@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from candlecast.evaluation.metrics import accuracy, expected_calibration_error, log_loss
 from candlecast.monitoring.config import DecayConfig, DriftConfig
-from candlecast.training.metrics import accuracy, expected_calibration_error, log_loss
 
 #: the std floor of the normalisation (Evidently's value, so both agree on constant columns)
 STD_FLOOR = 0.001

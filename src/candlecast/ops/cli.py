@@ -27,7 +27,7 @@ def _context(root: Path, params_file: Path | None) -> tuple[Any, Any]:
 
 
 def _notifier(params: Any) -> Any:
-    from candlecast.ops.alerts import notifier_from_env
+    from candlecast.monitoring.alerts import notifier_from_env
 
     return notifier_from_env(os.environ, params.ops.alerts)  # the edge reads the environment
 
@@ -112,8 +112,8 @@ def promote_command(
     root: RootOption = Path(), params: ParamsOption = None,
 ) -> None:
     """Make a registered ensemble version the champion by hand (recorded in the history)."""
-    from candlecast.ops.aliases import move_champion
     from candlecast.ops.scoring import setup_mlflow
+    from candlecast.tracking.aliases import move_champion
 
     loaded, paths = _context(root, params)
 
@@ -122,6 +122,10 @@ def promote_command(
         name = loaded.ensemble.registered_model
         client.get_model_version(name, version)  # fails if unknown
         previous = move_champion(client, name, version, f"manual: {reason}", actor="cli")
+        if previous != version:
+            _notifier(loaded).notify("champion_promoted", f"v{version} made champion by hand "
+                                     f"(was v{previous}): {reason}", champion=version,
+                                     previous=previous or "")
         return {"champion": version, "previous": previous}
 
     _done(_guard(run))
@@ -135,8 +139,8 @@ def rollback_command(
     """Restore the previous champion (ops.previous_champion of the current one)."""
     from mlflow.exceptions import MlflowException
 
-    from candlecast.ops.aliases import rollback
     from candlecast.ops.scoring import setup_mlflow
+    from candlecast.tracking.aliases import rollback
 
     loaded, paths = _context(root, params)
 
@@ -156,8 +160,8 @@ def rollback_command(
 @ops_app.command("history")
 def history_command(root: RootOption = Path(), params: ParamsOption = None) -> None:
     """The champion alias history (promotions and rollbacks, newest last)."""
-    from candlecast.ops.aliases import champion_history
     from candlecast.ops.scoring import setup_mlflow
+    from candlecast.tracking.aliases import champion_history
 
     loaded, paths = _context(root, params)
     _done(_guard(lambda: champion_history(setup_mlflow(loaded, paths),
@@ -170,7 +174,7 @@ def check_service_command(
     root: RootOption = Path(), params: ParamsOption = None,
 ) -> None:
     """Probe the signal service; alert (webhook) when it is not ready."""
-    from candlecast.ops.alerts import check_service
+    from candlecast.monitoring.alerts import check_service
 
     loaded, _ = _context(root, params)
     status = check_service(url or loaded.trade.service_url, _notifier(loaded))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
-from candlecast.monitoring.config import DriftConfig
+from candlecast.monitoring.config import AlertConfig, DriftConfig
 
 
 class _Frozen(BaseModel):
@@ -19,6 +21,9 @@ class PromotionConfig(_Frozen):
     eval_bars: int = Field(default=2000, ge=10)
     #: fewest paired per-bar returns (all series) the comparison may rest on
     min_periods: int = Field(default=500, ge=2)
+    #: what is compared, net of costs, model + policy: the Sharpe or Calmar ratio of the
+    #: book's per-bar returns (or their mean)
+    criterion: Literal["sharpe", "calmar", "mean"] = "sharpe"
     #: one-sided significance level of the paired bootstrap (challenger - champion > 0)
     alpha: float = Field(default=0.1, gt=0, lt=1)
     n_resamples: int = Field(default=2000, ge=100)
@@ -35,15 +40,6 @@ class ReplayConfig(_Frozen):
     holdout_bars: int = Field(default=2000, ge=1)
     #: bars per series one ``refresh`` appends
     chunk_bars: int = Field(default=500, ge=1)
-
-
-class AlertConfig(_Frozen):
-    """The webhook notifier; its URL comes from the environment variable named here."""
-
-    webhook_env: str = "CANDLECAST_ALERT_WEBHOOK"
-    timeout_s: float = Field(default=5.0, gt=0)
-    retries: int = Field(default=3, ge=0, le=10)
-    backoff_s: float = Field(default=0.5, ge=0)
 
 
 class OpsConfig(_Frozen):

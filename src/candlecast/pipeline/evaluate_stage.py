@@ -14,13 +14,13 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from candlecast.config import Params  # noqa: E402
-from candlecast.pipeline.paths import Paths  # noqa: E402
-from candlecast.tracking import configure_mlflow  # noqa: E402
-from candlecast.training.metrics import (  # noqa: E402
+from candlecast.evaluation.metrics import (  # noqa: E402
     MetricsConfig,
     calibration_curve,
     direction_metrics,
 )
+from candlecast.pipeline.paths import Paths  # noqa: E402
+from candlecast.tracking import configure_mlflow  # noqa: E402
 
 log = logging.getLogger(__name__)
 

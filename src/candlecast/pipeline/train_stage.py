@@ -16,10 +16,10 @@ from candlecast.config import Params
 from candlecast.data.store import write_parquet_atomic
 from candlecast.feature_store.definitions import EVENT_TIMESTAMP, JOIN_KEY
 from candlecast.features import feature_names
+from candlecast.models.lightgbm_fit import fit_lightgbm_direction
 from candlecast.pipeline.paths import Paths
 from candlecast.tracking import Lineage, configure_mlflow, file_digest, git_commit
 from candlecast.training.holdout import Holdout, chronological_holdout
-from candlecast.training.lightgbm_direction import fit_lightgbm_direction
 
 log = logging.getLogger(__name__)
 

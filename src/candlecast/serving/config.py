@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from candlecast.common.uris import absolute_sqlite_uri
 from candlecast.features import FeatureConfig
 from candlecast.risk import RiskConfig
 
@@ -25,13 +26,6 @@ CONFIG_FILE = "serving_config.json"
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class DecisionConfig(_Frozen):
-    """From P(up) to an action: long above ``0.5 + band``, short below ``0.5 - band``."""
-
-    band: float = Field(default=0.02, ge=0.0, lt=0.5)
-    allow_short: bool = True
 
 
 class ServingConfig(_Frozen):
@@ -48,6 +42,8 @@ class ServingConfig(_Frozen):
     registry_uri: str | None = None
     #: the Feast repository; None: no feature store, only /predict answers
     feature_repo: str | None = "feature_repo"
+    #: the repository's config file (``feature_store.yaml``: SQLite; ``feature_store.redis.yaml``)
+    feature_store_config: str = "feature_store.yaml"
     feature_service: str = "direction_model_v1"
     feature_view: str = "candle_features"
     #: read the online store through the provider's ``online_read`` (one query) instead of
@@ -73,7 +69,6 @@ class ServingConfig(_Frozen):
     #: prepare the ensemble's networks for one-row calls at load (Chronos-2 traced with
     #: TorchScript for the serving context, checked against eager mode before use)
     trace_networks: bool = True
-    decision: DecisionConfig = DecisionConfig()
     #: the risk engine used for size_fraction / stop_price / take_profit suggestions
     risk: RiskConfig = RiskConfig()
 
@@ -94,10 +89,7 @@ class ServingConfig(_Frozen):
 
     def resolved_tracking_uri(self) -> str:
         """Relative ``sqlite:///`` URIs are taken from ``project_root`` (as the pipeline does)."""
-        uri = self.tracking_uri
-        if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-            return f"sqlite:///{self.path(uri.removeprefix('sqlite:///'))}"
-        return uri
+        return absolute_sqlite_uri(self.tracking_uri, self.root())
 
     def check_tracking_store(self) -> None:
         """Refuse a SQLite tracking store that does not exist: MLflow would silently create an
@@ -160,6 +152,7 @@ def compose_serving_config(
     tracking_uri: str,
     risk: RiskConfig,
     project_root: Path | str = ".",
+    feature_store_config: str = "feature_store.yaml",
 ) -> ServingConfig:
     """The service's config from the pipeline's params: the ``serving:`` section, with the
     values other sections own taken from them (one truth: the features the model was trained
@@ -170,4 +163,5 @@ def compose_serving_config(
         "tracking_uri": tracking_uri,
         "risk": risk,
         "project_root": str(project_root),
+        "feature_store_config": feature_store_config,
     })

@@ -11,14 +11,14 @@ loads it as an MLflow pyfunc and wraps it in :class:`PyfuncSignalModel`:
 
 * a LightGBM / scikit-learn flavour: ``predict_proba`` of the raw model on the last row
   (MLflow's pyfunc ``predict`` of a classifier returns labels, not probabilities);
-* the stacked ensemble (a pyfunc wrapping :class:`~candlecast.models.zoo_ensemble.ZooEnsemble`):
-  its unwrapped python model is called directly (``ZooEnsemble.predict_last`` on the window's
+* the stacked ensemble (a pyfunc wrapping :class:`~candlecast.models.ensemble.Ensemble`):
+  its unwrapped python model is called directly (``Ensemble.predict_last`` on the window's
   arrays, :meth:`PyfuncSignalModel.predict_window` straight from the service's window cache),
   the window checked by this adapter (columns, one series, numeric values) instead of
   MLflow's per-call schema enforcement; same answer as ``pyfunc.predict`` (tested), and the
   version / lineage still come from the MLflow resolution. Answers are memoized per input
   (an exact digest of the window's times and values, see :class:`AnswerCache`). With
-  ``accelerate`` the base models are prepared for one-row calls (``ZooEnsemble.accelerate``:
+  ``accelerate`` the base models are prepared for one-row calls (``Ensemble.accelerate``:
   Chronos-2's network traced for one context, checked against eager mode);
 * any other pyfunc: ``predict`` on the window; the output may be a
   DataFrame with ``prob_up`` and optional ``confidence``, ``disagreement``, ``q0.1``... columns
@@ -46,6 +46,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
+from candlecast.common.time import naive_utc
 from candlecast.feature_store.definitions import EVENT_TIMESTAMP, JOIN_KEY
 
 _QUANTILE = re.compile(r"^q(0(\.\d+)?|1(\.0+)?|\.\d+)$")
@@ -64,6 +65,25 @@ class ModelOutput:
     quantiles: dict[str, float] | None = None
     confidence: float | None = None
     disagreement: float | None = None
+    #: per horizon (bars): ``(prob_up, expected log return)`` -- what the policy reads
+    forecasts: dict[int, tuple[float, float]] | None = None
+    #: the forecast standard deviation of one bar's log return
+    volatility: float | None = None
+
+
+def _horizon_forecasts(values: Any, horizons: Sequence[int] | None = None
+                       ) -> dict[int, tuple[float, float]] | None:
+    """``prob_up_<h>``/``exp_ret_<h>`` pairs of a model answer (a mapping or a row)."""
+    keys = values.keys() if hasattr(values, "keys") else values.index
+    found = sorted(int(str(k).removeprefix("prob_up_")) for k in keys
+                   if str(k).startswith("prob_up_") and str(k).removeprefix("prob_up_").isdigit())
+    out = {}
+    for h in found:
+        if horizons is not None and h not in horizons:
+            continue
+        er = values[f"exp_ret_{h}"] if f"exp_ret_{h}" in keys else float("nan")
+        out[h] = (_probability(values[f"prob_up_{h}"]), _finite(er, f"exp_ret_{h}"))
+    return out or None
 
 
 @dataclass(frozen=True)
@@ -120,6 +140,8 @@ def parse_output(raw: Any) -> ModelOutput:
             quantiles=quantiles or None,
             confidence=_optional(last, "confidence"),
             disagreement=_optional(last, "disagreement"),
+            forecasts=_horizon_forecasts(last),
+            volatility=_optional(last, "volatility"),
         )
     values = np.asarray(raw, dtype=float)
     if values.size == 0:
@@ -212,15 +234,15 @@ class PreparedWindow:
 
 
 def _zoo_ensemble(pyfunc: Any) -> Any:
-    """The :class:`ZooEnsemble` inside a loaded ensemble pyfunc, else None."""
-    from candlecast.models.zoo_ensemble import ZooEnsemble
+    """The :class:`Ensemble` inside a loaded ensemble pyfunc, else None."""
+    from candlecast.models.ensemble import Ensemble
 
     try:
         python_model = pyfunc.unwrap_python_model()
     except Exception:  # noqa: BLE001 - not a python_function model (a flavor's own pyfunc)
         return None
     ensemble = getattr(python_model, "ensemble", None)
-    return ensemble if isinstance(ensemble, ZooEnsemble) else None
+    return ensemble if isinstance(ensemble, Ensemble) else None
 
 
 class PyfuncSignalModel:
@@ -262,6 +284,10 @@ class PyfuncSignalModel:
                     (ensemble.series_column, ensemble.time_column) == (JOIN_KEY, EVENT_TIMESTAMP):
                 self._ensemble = ensemble
         self._ensemble_picks: np.ndarray | None = None
+        self.policy, self.costs = _bundled_policy(meta.metadata or {}, self._ensemble)
+        #: the horizons the hot path computes: the policy's (every horizon without a policy)
+        self.horizons: list[int] | None = ([self.policy.horizon] if self.policy is not None
+                                           else None)
         self.answers = AnswerCache(answer_cache_size)
         #: base models prepared for single-row calls (e.g. Chronos-2's traced network)
         self.accelerated: tuple[str, ...] = ()
@@ -290,13 +316,11 @@ class PyfuncSignalModel:
             return ModelOutput(prob_up=p, confidence=abs(p - 0.5) * 2.0)
         frame = rows.iloc[-self.window_rows:][list(self.input_columns)].reset_index(drop=True)
         if EVENT_TIMESTAMP in frame.columns:
-            # MLflow's schema enforcement accepts only tz-naive datetimes: naive UTC
-            ts = pd.to_datetime(frame[EVENT_TIMESTAMP], utc=True)
-            frame[EVENT_TIMESTAMP] = ts.dt.tz_localize(None)
+            frame = naive_utc(frame, EVENT_TIMESTAMP)  # MLflow's schema: tz-naive datetimes
         out = parse_output(self.pyfunc.predict(frame))
         if out.confidence is None:
             out = ModelOutput(out.prob_up, out.quantiles, abs(out.prob_up - 0.5) * 2.0,
-                              out.disagreement)
+                              out.disagreement, out.forecasts, out.volatility)
         return out
 
 
@@ -357,11 +381,14 @@ class PyfuncSignalModel:
         out = self.answers.get(window.key, count=False)
         if out is not None:
             return out
-        answer = self._ensemble.predict_last(window.series, window.ns, window.values)
+        answer = self._ensemble.predict_last(window.series, window.ns, window.values,
+                                             horizons=self.horizons)
         out = ModelOutput(
             prob_up=_probability(answer["prob_up"]),
             confidence=_optional_value(answer.get("confidence"), "confidence"),
             disagreement=_optional_value(answer.get("disagreement"), "disagreement"),
+            forecasts=_horizon_forecasts(answer, self.horizons),
+            volatility=_optional_value(answer.get("volatility"), "volatility"),
         )
         self.answers.put(window.key, out)
         return out
@@ -379,6 +406,26 @@ class PyfuncSignalModel:
 
     def _ensemble_answer(self, series: str, ns: np.ndarray, values: np.ndarray) -> ModelOutput:
         return self._answer(self._prepared(series, ns, values))
+
+
+def _bundled_policy(metadata: dict[str, Any], ensemble: Any) -> tuple[Any, Any]:
+    """The decision policy and cost model a model version carries (its MLflow metadata, else
+    the ensemble's manifest), validated; ``(None, None)`` for a model without one (it is
+    served flat: no policy was chosen with it)."""
+    from candlecast.backtest.config import CostConfig
+    from candlecast.policy import PolicyConfig
+
+    nested = metadata.get("candlecast") if isinstance(metadata.get("candlecast"), dict) else {}
+    policy = nested.get("policy")
+    costs = nested.get("costs")
+    if policy is None and ensemble is not None:
+        policy, costs = ensemble.policy, ensemble.costs
+    if policy is None:
+        return None, None
+    try:
+        return PolicyConfig.model_validate(policy), CostConfig.model_validate(costs or {})
+    except ValueError as err:
+        raise ModelError(f"the model's bundled policy is invalid: {err}") from err
 
 
 def _binary_booster(raw: Any) -> Any:

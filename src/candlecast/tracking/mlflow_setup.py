@@ -6,19 +6,23 @@ from pathlib import Path
 
 import mlflow
 
+from candlecast.common.uris import absolute_sqlite_uri
+
 
 def configure_mlflow(
     tracking_uri: str, artifact_root: str | Path, experiment: str, root: Path
 ) -> str:
     """Set the tracking URI (relative SQLite paths are taken from ``root``) and make sure the
     experiment exists with its artifacts under ``artifact_root``. Returns the experiment id."""
-    if tracking_uri.startswith("sqlite:///") and not tracking_uri.startswith("sqlite:////"):
-        tracking_uri = f"sqlite:///{(root / tracking_uri.removeprefix('sqlite:///')).resolve()}"
-    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_tracking_uri(absolute_sqlite_uri(tracking_uri, root))
     found = mlflow.get_experiment_by_name(experiment)
     if found is not None:
         mlflow.set_experiment(experiment_id=found.experiment_id)
         return str(found.experiment_id)
+    if tracking_uri.startswith(("http://", "https://")):  # a tracking server: its artifact store
+        experiment_id = mlflow.create_experiment(experiment)
+        mlflow.set_experiment(experiment_id=experiment_id)
+        return str(experiment_id)
     artifacts = Path(artifact_root)
     if not artifacts.is_absolute():
         artifacts = root / artifacts

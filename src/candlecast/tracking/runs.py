@@ -16,7 +16,7 @@ Layout (tags on every run: ``candlecast.kind``, ``model``, ``model_family``, ``f
       ensemble / simple_average       kind=model   (+ fold runs), registered model version
       compare                         kind=compare (tables and plots)
 
-Metric names are :data:`candlecast.training.metrics.METRIC_NAMES` at every level.
+Metric names are :data:`candlecast.evaluation.metrics.METRIC_NAMES` at every level.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Frozen trader configuration (the ``trade:`` section of ``params.yaml``).
 
-Risk, costs and the signal-to-order rules are NOT repeated here: the trader takes the same
-``RiskConfig``, ``CostConfig`` and ``BacktestConfig`` (``initial_equity``, ``allow_short``,
-``reenter``) objects the backtester takes, so both read one definition.
+Risk, costs and the target-to-order rules are NOT repeated here: the trader takes the same
+``RiskConfig``, ``CostConfig`` and ``BacktestConfig`` (``initial_equity``, ``allow_short``)
+objects the backtester takes, so both read one definition; the policy and its execution style
+come with each answer of the signal service (versioned with the model).
 """
 
 from __future__ import annotations
@@ -95,14 +96,13 @@ class TradeConfig(BaseModel):
         description="A signal is fresh when its feature_timestamp is at most this much older "
         "than the close of the candle just processed (0: exactly that candle).",
     )
-    volatility_feature: str | None = Field(
-        default="rv_48", description="Feature passed to the risk engine as per-bar volatility."
-    )
 
     # ---- features / Feast ----------------------------------------------------------------
     write_features: bool = Field(default=True, description="Write each candle's features to "
                                  "the Feast online store (feature view candle_features).")
     feast_repo: str = "feature_repo"
+    #: the repo's config file; params.yaml's ``feature_store.repo_config`` (one truth)
+    feast_config: str = "feature_store.yaml"
 
     # ---- state and operations ------------------------------------------------------------
     state_db: str = "data/trading/state.db"

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from candlecast.backtest.config import BacktestConfig, CostConfig
+from candlecast.common.time import as_utc
 from candlecast.data.store import CandleStore
 from candlecast.exchange.retry import BackoffPolicy
 from candlecast.features import FeatureConfig, feature_names, priming_bars
@@ -69,8 +70,7 @@ def _replay_feed(config: TradeConfig, root: Path, spec: ReplaySpec,
         frames[s.symbol] = frame
     first = min(frame["timestamp"].iloc[0] for frame in frames.values())
     if spec.start is not None:
-        start = pd.Timestamp(spec.start, tz="UTC") if pd.Timestamp(spec.start).tzinfo is None \
-            else pd.Timestamp(spec.start).tz_convert("UTC")
+        start = as_utc(spec.start)
     elif spec.last is not None:
         if spec.last < 1:
             raise ValueError(f"--replay-last must be >= 1, got {spec.last}")
@@ -154,7 +154,8 @@ def build_trader(
     if feature_sink is True:
         from candlecast.feature_store.definitions import view_columns
 
-        sink = (FeastOnlineSink(root / config.feast_repo, view_columns(feature_names(features)))
+        sink = (FeastOnlineSink(root / config.feast_repo, view_columns(feature_names(features)),
+                                config_file=config.feast_config)
                 if config.write_features else None)
     elif feature_sink is False:
         sink = None

@@ -2,7 +2,8 @@
 
 :class:`StreamWorker` subscribes (``watch_ohlcv[_for_symbols]`` or
 ``watch_trades[_for_symbols]``: many symbols on one connection where ccxt.pro offers it), feeds
-what arrives to the candle builder held by the :class:`StreamHub` (shared with the trader's
+what arrives to the candle builder held by the
+:class:`~candlecast.trading.stream_hub.StreamHub` (shared with the trader's
 thread, under its lock), and keeps the connection alive:
 
 * a failed or closed connection is replaced after a backoff with jitter
@@ -30,7 +31,7 @@ from candlecast.exchange.errors import ExchangeRequestError, PermanentExchangeEr
 from candlecast.exchange.retry import BackoffPolicy
 
 if TYPE_CHECKING:
-    from candlecast.trading.stream import StreamHub
+    from candlecast.trading.stream_hub import StreamHub
 
 log = logging.getLogger(__name__)
 
