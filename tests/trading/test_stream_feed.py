@@ -253,3 +253,51 @@ def test_a_burst_of_thousands_of_trades_does_not_wedge_the_connection():
         count = asyncio.run(run())
         sent = ex.ws.sent["trade"]
     assert count == sent == expected > 6000
+
+
+@pytest.mark.timeout(120)
+def test_rest_down_during_a_reconnection_leaves_a_reported_gap(tmp_path):
+    """Candle stream, a disconnect just before candle 6 closes (its last snapshots are lost:
+    the stream cannot hand it on) and the REST API failing from then on: the backfill fails
+    and is retried, then after ``backfill_give_up_s`` the candle becomes a gap and trading
+    goes on with the stream's next candles (nothing waits forever for a candle no one can
+    provide), all of them the stored candles."""
+    from fake_binance import Fault
+
+    frames = bundled()
+    n = 16
+    end = FIRST + n * pd.Timedelta("30min")
+    scripts = series_scripts(frames, FIRST, end)
+    cfg = _trade_config(tmp_path, "gap", feed="stream")
+    with running_exchange(frames, FIRST, n, [StreamFault(6, "disconnect", at=0.97)]) as ex:
+        feed = stream_feed(ex, stream_config("ohlcv", backfill_give_up_s=3 * 1800.0,
+                                             backfill_retries=1, reconnect_base_s=0.05))
+        trader, _ = _trader(cfg, feed, scripts)  # primes over REST first
+        served = ex.rest_fake.klines_served
+        ex.rest_fake.faults.update({i: Fault("http", status=503)
+                                    for i in range(served, served + 100_000)})
+        feed.start()
+        ex.wait_subscribed()
+        ex.ws.play()
+        timer = guard(60, trader.stop)
+        summary = trader.run(max_ticks=9)
+        timer.cancel()
+        feed.close()
+        with trader._tx():  # noqa: SLF001
+            pass
+    assert summary.status == "max_ticks", summary
+    counts = trader.store.event_counts()
+    events = trader.store.frame("events")
+    assert counts.get("backfill_failed", 0) >= 2 and "backfill" not in counts
+    given_up = events[events["kind"] == "gap_unfilled"]
+    assert len(given_up) >= 2  # candle 6 of both symbols at least
+    bars = trader.store.frame("bars")
+    lost = int((FIRST + 6 * pd.Timedelta("30min")).value)
+    assert lost not in set(bars["ts"]) and set(given_up["ts"]).isdisjoint(set(bars["ts"]))
+    assert (bars["ts"] > lost).sum() >= 2  # traded on after the gap
+    for symbol in SYMBOLS:
+        stored = {b.ts: tuple(b[1:]) for b in bars_from_frame(frames[symbol])}
+        mine = bars[bars["symbol"] == symbol]
+        assert all(stored[t] == (o, h, lo, c, v) for t, o, h, lo, c, v in mine[
+            ["ts", "open", "high", "low", "close", "volume"]].itertuples(index=False))
+    assert counts.get("gap", 0) >= 2  # the trader saw the hole
