@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
-from scipy.signal import lfilter
 
 NAN = np.nan
 _CHUNK = 1 << 16  # rows per block for the (rows x window) temporaries
@@ -96,6 +95,9 @@ def ema_runs(
     ``y = alpha * x + (1 - alpha) * y``. ``alpha = 2/(n+1)`` is the usual EMA, ``1/n`` Wilder's
     smoothing. Same arithmetic, in the same order, as :class:`~candlecast.features.streaming.EMA`.
     """
+    from scipy.signal import lfilter  # here: scipy.signal takes ~1.5 s to import, and every
+    # `candlecast` command imports this module through the config (features/__init__)
+
     out = np.full(len(x), NAN)
     beta = 1.0 - alpha
     b, a = np.array([alpha]), np.array([1.0, -beta])
