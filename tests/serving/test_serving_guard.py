@@ -158,4 +158,4 @@ def test_without_a_configured_token_every_control_is_refused(caplog):
     assert downstream.seen == []
     # the default settings are the same: safe by default
     assert not GuardSettings().control.configured
-    assert CONTROL_ROUTES == {"/reload"}
+    assert {"/reload"} == CONTROL_ROUTES
