@@ -14,7 +14,7 @@ markdown table.
     window needs (Chronos: one forecast, as the ensemble asks it; the transformer's public
     ``predict_proba_up`` answers every row of its window); batch = ``--batch`` consecutive
     decision times in one call (per-row cost);
-  - ``ensemble``: :meth:`ZooEnsemble.predict` of one series' last ``window_rows`` feature rows
+  - ``ensemble``: :meth:`Ensemble.predict` of one series' last ``window_rows`` feature rows
     (``rows="last"``: GARCH filter, regimes, every base model, stacking, calibration);
   - ``ensemble_pyfunc``: the same through the registered MLflow pyfunc (schema enforcement);
   - the named alternative: ``ensemble_all_rows`` answers every row of the same window (what
@@ -82,14 +82,14 @@ def main() -> None:
 
     torch.set_num_threads(1)
     from candlecast.config import load_params
-    from candlecast.models.zoo_ensemble import ZooEnsemble, base_prediction, chronos_rows
+    from candlecast.models.ensemble import Ensemble, base_prediction, chronos_rows
 
     root = args.root.resolve()
     serving = root / "models" / "ensemble" / "serving"
     if not serving.exists():
         raise SystemExit(f"{serving} is missing: run `dvc repro` first")
     params = load_params(root / "params.yaml")
-    ensemble = ZooEnsemble.load(serving)
+    ensemble = Ensemble.load(serving)
     data = pd.read_parquet(root / "data" / "training" / "dataset.parquet")
     series = data[ensemble.series_column].iloc[-1]
     rows = (data[data[ensemble.series_column] == series]

@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from candlecast.backtest.config import BacktestConfig, CostConfig
+from candlecast.backtest.rules import RuleConfig
 from candlecast.data.ingest import CcxtIngestConfig
 from candlecast.data.sample import DATASETS
 from candlecast.data.schema import SeriesId, timeframe_to_timedelta
@@ -33,6 +34,7 @@ from candlecast.models.registry import (
     resolve_checkpoint,
 )
 from candlecast.ops.config import OpsConfig
+from candlecast.policy.config import PolicyConfig, PolicySearchSpace, PolicyTuning
 from candlecast.risk.config import RiskConfig
 from candlecast.serving.config import ServingConfig
 from candlecast.trading.config import TradeConfig
@@ -177,9 +179,18 @@ class WalkForwardParams(_Frozen):
 
 
 class ModelsParams(_Frozen):
-    """Which zoo models run (one DVC stage each) and each model's own section."""
+    """Which zoo models run (one DVC stage each), for which label horizons, and each model's
+    own section."""
 
     run: tuple[str, ...] = MODEL_NAMES
+    #: label horizons (bars) every zoo model is trained and scored for, walk-forward on the
+    #: same folds (purged by the longest); each must be in labels.horizons and the policy
+    #: chooses among them. ``train.label``'s horizon is the one the comparison tables report.
+    horizons: tuple[int, ...] = (1, 4, 16)
+    #: per-model subsets of ``horizons`` (a model not named here trains for all of them);
+    #: each must include train.label's horizon. The ensemble of a horizon stacks the models
+    #: trained for it.
+    model_horizons: dict[str, tuple[int, ...]] = Field(default_factory=dict)
     #: torch intra-op threads of the Chronos and transformer stages (1: fastest on 2 shared cores).
     torch_threads: int = Field(default=1, ge=1, le=64)
     baselines: BaselineConfig = BaselineConfig()
@@ -188,9 +199,25 @@ class ModelsParams(_Frozen):
     #: TransformerConfig fields; validated by :func:`check_deferred` (its module imports torch).
     transformer: dict[str, Any] = Field(default_factory=dict)
 
+    def horizons_of(self, name: str) -> tuple[int, ...]:
+        """The horizons model ``name`` trains for, in ``horizons`` order."""
+        subset = self.model_horizons.get(name)
+        return self.horizons if subset is None else tuple(h for h in self.horizons
+                                                          if h in subset)
+
     @model_validator(mode="after")
     def _known_models(self) -> ModelsParams:
         check_model_names(self.run)
+        for name, subset in self.model_horizons.items():
+            check_model_names([name], "models.model_horizons")
+            extra = [h for h in subset if h not in self.horizons]
+            if extra or not subset:
+                raise ValueError(f"models.model_horizons.{name} {list(subset)} must be a "
+                                 f"non-empty subset of models.horizons {list(self.horizons)}")
+        if not self.horizons or len(set(self.horizons)) != len(self.horizons) or any(
+                h < 1 for h in self.horizons):
+            raise ValueError(f"models.horizons must be distinct positive integers, got "
+                             f"{list(self.horizons)}")
         return self
 
 
@@ -200,10 +227,17 @@ class EnsembleParams(_Frozen):
     registered_model: str = "candlecast-ensemble"
     #: the ensemble is scored on OOF fold k using folds < k only, from this fold on.
     min_train_folds: int = Field(default=1, ge=1)
-    #: the champion decision compares log loss on the latest this-many folds.
+    #: the champion decision compares the model + policy on the latest this-many scored folds.
     decision_folds: int = Field(default=1, ge=1)
-    #: fewest rows the champion comparison may rest on (else the new model is only a challenger).
+    #: fewest bars (per series) the champion comparison may rest on (else the new model is
+    #: only a challenger).
     min_decision_rows: int = Field(default=500, ge=1)
+    #: what the champion rule compares: the net Sharpe or Calmar ratio of model + policy
+    criterion: Literal["sharpe", "calmar"] = "sharpe"
+    #: log-loss guards of the champion rule: never above this (a coin flip is ln 2 = 0.6931)...
+    max_log_loss: float = Field(default=0.6940, gt=0)
+    #: ...and never more than this above the champion's on the same rows
+    log_loss_tolerance: float = Field(default=0.005, ge=0)
     #: feature rows per series the served ensemble reads (context of the sequence models and
     #: GARCH warm-up); at least every base model's context + 1.
     window_rows: int = Field(default=128, ge=1, le=10_000)
@@ -214,10 +248,10 @@ class EnsembleParams(_Frozen):
     #: EnsembleConfig fields (calibration, inner_folds, C, clip); the horizon comes from the
     #: label. Validated by :func:`check_deferred` (its module imports scikit-learn).
     stacking: dict[str, Any] = Field(default_factory=dict)
-    #: who moves the ``champion`` alias: ``log_loss`` (this stage, the rule of
+    #: who moves the ``champion`` alias: ``net_return`` (the register stage, the rule of
     #: ``candlecast.models.champion``) or ``defer`` (register as ``challenger`` only; the ops
     #: retrain flow decides with a backtest and a significance test)
-    promotion: Literal["log_loss", "defer"] = "log_loss"
+    promotion: Literal["net_return", "defer"] = "net_return"
 
 
 #: Sections whose config classes live in modules with heavy imports (torch, scikit-learn,
@@ -226,30 +260,33 @@ class EnsembleParams(_Frozen):
 _DEFERRED: dict[str, str] = {
     "garch": "candlecast.models.regime:GarchConfig",
     "regime": "candlecast.models.regime:RegimeConfig",
-    "ensemble.stacking": "candlecast.models.ensemble:EnsembleConfig",
+    "ensemble.stacking": "candlecast.models.stacking:EnsembleConfig",
     "models.transformer": "candlecast.models.transformer:TransformerConfig",
 }
 _LABEL = re.compile(r"^label_up_(\d+)$")
 class BacktestParams(_Frozen):
-    """What the `backtest` stage replays: which model's out-of-sample predictions, how they
-    become signals, and the run settings (``run``: initial equity, shorting, re-entry)."""
+    """What the `backtest` stage replays: which model's out-of-sample forecasts (traded by the
+    walk-forward policy of the ``policy`` stage), the rule baselines beside it, and the run
+    settings (``run``: initial equity per series, shorting allowed at all)."""
 
     predictions: str = "models/ensemble/oof.parquet"
     model: str = "ensemble"
     run_info: str = "models/ensemble/summary.json"
-    band: float = Field(default=0.02, ge=0, lt=0.5)
-    #: configurations tried to reach the model (deflates the Sharpe); None: the trial universe
-    #: below plus the Optuna trials of the LightGBM tuning
+    #: configurations tried to reach the policy (deflates the Sharpe); None: counted from the
+    #: policy searches, the PBO universe, the rule baselines and the LightGBM tuning trials
     n_trials: int | None = Field(default=None, ge=1)
-    #: the trial universe for PBO/DSR: every model of the zoo and the ensemble x these bands
-    trial_bands: tuple[float, ...] = (0.0, 0.02, 0.05)
+    rules: RuleConfig = RuleConfig()
     run: BacktestConfig = BacktestConfig()
 
-    @model_validator(mode="after")
-    def _bands(self) -> BacktestParams:
-        if any(not 0 <= b < 0.5 for b in self.trial_bands):
-            raise ValueError(f"backtest.trial_bands must lie in [0, 0.5), got {self.trial_bands}")
-        return self
+
+class PolicyParams(_Frozen):
+    """The decision layer (docs/policy.md): the configuration used where nothing could be
+    tuned (the first scored fold has no earlier out-of-sample forecasts), the search space and
+    the search."""
+
+    default: PolicyConfig = PolicyConfig()
+    search: PolicySearchSpace = PolicySearchSpace()
+    tuning: PolicyTuning = PolicyTuning()
 
 
 class Params(_Frozen):
@@ -271,6 +308,7 @@ class Params(_Frozen):
     risk: RiskConfig = Field(default_factory=RiskConfig)
     costs: CostConfig = Field(default_factory=CostConfig)
     backtest: BacktestParams = BacktestParams()
+    policy: PolicyParams = PolicyParams()
     trade: TradeConfig = Field(default_factory=TradeConfig)
     #: the signal service; features, feature service, MLflow store and risk come from their own
     #: sections (see :func:`candlecast.serving.config.compose_serving_config`)
@@ -288,11 +326,20 @@ class Params(_Frozen):
                 f"train.target_return must be fwd_logret_{horizon} to match train.label "
                 f"{self.train.label!r}, got {self.train.target_return!r}"
             )
-        if "chronos" in self.models.run and self.models.chronos.horizon != horizon:
-            raise ValueError(
-                f"models.chronos.horizon ({self.models.chronos.horizon}) must equal the label "
-                f"horizon of train.label {self.train.label!r} ({horizon})"
-            )
+        unknown = [h for h in self.models.horizons if h not in self.labels.horizons]
+        if unknown:
+            raise ValueError(f"models.horizons {unknown} are not in labels.horizons "
+                             f"{list(self.labels.horizons)}: there is no label to train on")
+        for name in self.models.run:
+            if horizon not in self.models.horizons_of(name):
+                raise ValueError(f"the horizons of model {name} "
+                                 f"{list(self.models.horizons_of(name))} must include the "
+                                 f"horizon of train.label {self.train.label!r} ({horizon})")
+        untrained = [h for h in (*self.policy.search.horizons, self.policy.default.horizon)
+                     if h not in self.models.horizons]
+        if untrained:
+            raise ValueError(f"policy horizons {sorted(set(untrained))} are not trained: add "
+                             f"them to models.horizons {list(self.models.horizons)}")
         vol_window = int(self.regime.get("vol_window", 48))
         trend_window = int(self.regime.get("trend_window", 48))
         if vol_window not in self.features.vol_windows:
@@ -329,8 +376,13 @@ class Params(_Frozen):
             )
         return horizon
 
+    @property
+    def zoo_horizon(self) -> int:
+        """The longest horizon the zoo trains: the folds are purged by it for every horizon."""
+        return max(self.models.horizons)
+
     def walk_forward_config(self) -> WalkForwardConfig:
-        return self.walk_forward.config(self.label_horizon)
+        return self.walk_forward.config(self.zoo_horizon)
 
     def deferred(self, section: str) -> Any:
         """The validated config object of a deferred section (see ``_DEFERRED``)."""

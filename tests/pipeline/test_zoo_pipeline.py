@@ -28,7 +28,7 @@ from candlecast.evaluation.metrics import METRIC_NAMES
 from candlecast.feature_store.definitions import EVENT_TIMESTAMP, JOIN_KEY
 from candlecast.models import registry
 from candlecast.models.baselines import MomentumModel
-from candlecast.models.zoo_ensemble import ZooEnsemble
+from candlecast.models.ensemble import Ensemble
 from candlecast.pipeline.compare_stage import comparison_tables
 from candlecast.pipeline.ensemble_stage import _decide, load_zoo_predictions, stacking_inputs
 from candlecast.pipeline.paths import Paths
@@ -166,7 +166,7 @@ def _the_registered_champion_serves_feature_windows(paths, params):
     window[EVENT_TIMESTAMP] = window[EVENT_TIMESTAMP].dt.tz_convert("UTC").dt.tz_localize(None)
     served = model.predict(window)
     assert len(served) == 1 and 0 < served["prob_up"].iloc[0] < 1
-    bundle = ZooEnsemble.load(paths.root / "models/ensemble/serving")
+    bundle = Ensemble.load(paths.root / "models/ensemble/serving")
     local_last = bundle.predict(window, rows="last")
     local_all = bundle.predict(window, rows="all")
     np.testing.assert_allclose(served["prob_up"], local_last["prob_up"])

@@ -163,8 +163,8 @@ def test_in_process_stale_and_clock(serving_env):
 # ----------------------------------------------------------------- the ensemble, called directly
 
 def _small_zoo_pyfunc(folder):  # noqa: ANN001, ANN202
-    """A real (small) ZooEnsemble on real BTC/ETH 30m features, saved as the pipeline saves
-    it: an MLflow pyfunc folder (``ZooEnsemblePyfunc``, signature, window metadata)."""
+    """A real (small) Ensemble on real BTC/ETH 30m features, saved as the pipeline saves
+    it: an MLflow pyfunc folder (``EnsemblePyfunc``, signature, window metadata)."""
     import mlflow
     import numpy as np
     from mlflow.models import infer_signature
@@ -173,11 +173,11 @@ def _small_zoo_pyfunc(folder):  # noqa: ANN001, ANN202
     from candlecast.data.sample import load_sample
     from candlecast.features import feature_names
     from candlecast.models.baselines import MomentumModel, PersistenceModel
-    from candlecast.models.ensemble import EnsembleConfig, OOFPredictions, StackedEnsemble
-    from candlecast.models.ensemble_pyfunc import ZooEnsemblePyfunc
+    from candlecast.models.ensemble import Ensemble, regime_inputs
+    from candlecast.models.ensemble_pyfunc import EnsemblePyfunc
     from candlecast.models.lightgbm_model import LightGBMDirectionModel, LightGBMModelConfig
     from candlecast.models.regime import GarchVolatility, GaussianRegimes, RegimeConfig
-    from candlecast.models.zoo_ensemble import ZooEnsemble, regime_inputs
+    from candlecast.models.stacking import EnsembleConfig, OOFPredictions, Stacker
 
     root = os.path.join(os.path.dirname(__file__), "..", "..", "data", "sample")
     names = list(feature_names(FeatureConfig()))
@@ -198,19 +198,19 @@ def _small_zoo_pyfunc(folder):  # noqa: ANN001, ANN202
     extra = pd.DataFrame({"garch_vol": data["rv_48"], "regime_1": 0.3, "regime_2": 0.3})
     oof = OOFPredictions.assume_out_of_fold(probs, y.to_numpy(), np.zeros(len(data), int),
                                             data["event_timestamp"])
-    stacker = StackedEnsemble(EnsembleConfig(calibration="platt", inner_folds=3)).fit(oof, extra)
+    stacker = Stacker(EnsembleConfig(calibration="platt", inner_folds=3)).fit(oof, extra)
     manifest = {"models": list(base), "extras": list(extra.columns),
                 "context_bars": dict.fromkeys(base, 0), "window_rows": 64,
                 "series_column": "series_id", "time_column": "event_timestamp",
                 "feature_columns": names, "vol_window": 48, "trend_window": 48,
                 "n_regimes": 3, "fill": {"garch_vol": 0.007, "chronos_spread": 0.0},
                 "torch_threads": 0, "label": "label_up_1", "series": sorted(regimes)}
-    ensemble = ZooEnsemble(base, stacker, regimes, manifest)
+    ensemble = Ensemble(base, stacker, regimes, manifest)
     ensemble.save(folder / "serving")
     example = naive_utc(data[data.series_id == data.series_id.iloc[0]].tail(64)[
         ensemble.input_columns].reset_index(drop=True), "event_timestamp")
     mlflow.pyfunc.save_model(
-        str(folder / "model"), python_model=ZooEnsemblePyfunc(),
+        str(folder / "model"), python_model=EnsemblePyfunc(),
         artifacts={"ensemble": str(folder / "serving")},
         signature=infer_signature(example, ensemble.predict(example), params={"rows": "last"}),
         metadata={"candlecast": {"window_rows": 64}})

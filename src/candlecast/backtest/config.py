@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
+
+ExecutionStyle = Literal["market", "limit"]
 
 
 class CostConfig(BaseModel):
@@ -56,3 +60,31 @@ class BacktestConfig(BaseModel):
     position_fraction: float = Field(default=1.0, gt=0, le=10)
     allow_short: bool = True
     reenter: bool = False
+
+
+class ExecutionConfig(BaseModel):
+    """How the policy's orders are worked.
+
+    * ``market``: a taker order at the next bar's open (fee, half spread, slippage, impact);
+    * ``limit``: a passive (maker) order at ``close x (1 - side x limit_offset_bps)`` -- a buy
+      rests below the decision close -- that fills only on a LATER bar that trades THROUGH its
+      price (a buy needs ``low < limit``; touching is not enough), at the limit price with the
+      maker fee, at most ``costs.max_participation`` of a bar's volume per bar (partial fills).
+      After ``expire_bars`` bars the rest is cancelled or, with ``on_expire: market``, sent as a
+      market order at the next open. Live, such orders go out post-only where the venue
+      supports it.
+
+    Exits forced by the risk engine (stops, halts, kill switch) are always market orders.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    entry: ExecutionStyle = "market"
+    exit: ExecutionStyle = "market"
+    limit_offset_bps: float = Field(default=0.0, ge=0, le=500)
+    expire_bars: int = Field(default=1, ge=1, le=1000)
+    on_expire: Literal["cancel", "market"] = "cancel"
+
+    @property
+    def uses_limits(self) -> bool:
+        return self.entry == "limit" or self.exit == "limit"

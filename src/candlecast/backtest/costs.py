@@ -39,6 +39,11 @@ class CostModel:
         sized at 100 % of equity never needs margin."""
         return notional / (ref_price * (1.0 + self._fixed + self._taker))
 
+    def units_for_notional_maker(self, notional: float, limit_price: float) -> float:
+        """Units a limit order for ``notional`` (signed) buys at ``limit_price`` so that the
+        notional covers price and maker fee."""
+        return notional / (limit_price * (1.0 + self._maker))
+
     def fillable(self, qty: float, volume: float) -> float:
         """How much of ``qty`` this bar's ``volume`` lets through (all of it without a cap)."""
         if self._cap is None:

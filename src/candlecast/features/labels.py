@@ -29,7 +29,7 @@ class LabelConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    horizons: tuple[int, ...] = (1, 4)
+    horizons: tuple[int, ...] = (1, 4, 16, 48)
     dead_zone: float = Field(default=0.0, ge=0.0, lt=1.0)
 
     @field_validator("horizons")

@@ -1,26 +1,60 @@
-"""The champion rule of the registered ensemble: move ``champion`` only on a real improvement.
+"""The champion rule of the registered ensemble: ``champion`` moves only when the model WITH
+its policy earns more, net of costs, out of sample; log loss is a guard, not the criterion.
 
-A new ensemble becomes ``champion`` only when its out-of-sample log loss on the latest folds
-is strictly below the current champion's on the SAME rows; otherwise it is registered as
-``challenger``. Which rows:
+A new version becomes ``champion`` only when its out-of-sample net Sharpe (or Calmar, as
+``ensemble.criterion`` says) on the decision window is strictly above the current champion's
+on the SAME bars, and its log loss passes the guards:
 
-* same data and folds as the champion's run (``same-window``): both numbers are walk-forward
+* never worse than uninformative: log loss at most ``max_log_loss`` (a coin flip is ln 2);
+* not clearly worse calibrated than the champion: at most ``log_loss_tolerance`` above it.
+
+Which bars (the ``basis``):
+
+* ``same-window``: same data and folds as the champion's run: both numbers are walk-forward
   out-of-sample scores of the same decision window, compared as stored;
-* newer data (``after-champion-training``): the champion is scored on the decision-window rows
-  that come after everything it was trained on, the new ensemble on the same rows;
-* otherwise (``not-comparable``: too few such rows, or the champion needs inputs the new run
-  lacks) the champion stays and the reason says why.
+* ``after-champion-training``: newer data: both are scored on the decision-window bars after
+  everything the champion was trained on (the champion traded with its bundled policy);
+* ``not-comparable`` (too few such bars, or the champion needs inputs the new run lacks): the
+  champion stays and the reason says why.
 
-Pure: numbers in, a decision out. The ensemble stage gathers the numbers and sets the aliases.
+Pure: numbers in, a decision out. The ``register`` stage gathers the numbers and sets aliases.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Literal
 
 Basis = Literal["first", "same-window", "after-champion-training", "not-comparable", "deferred"]
+Criterion = Literal["sharpe", "calmar"]
+
+
+@dataclass(frozen=True)
+class ModelScore:
+    """A model + policy on a decision window: net of costs, out of sample."""
+
+    net_sharpe: float
+    net_calmar: float
+    log_loss: float
+    bars: int
+
+    def value(self, criterion: Criterion) -> float:
+        return self.net_sharpe if criterion == "sharpe" else self.net_calmar
+
+    def as_tags(self, prefix: str) -> dict[str, str]:
+        return {f"{prefix}.net_sharpe": f"{self.net_sharpe:.12g}",
+                f"{prefix}.net_calmar": f"{self.net_calmar:.12g}",
+                f"{prefix}.log_loss": f"{self.log_loss:.12g}",
+                f"{prefix}.bars": str(self.bars)}
+
+    @classmethod
+    def from_tags(cls, tags: dict[str, str], prefix: str) -> ModelScore | None:
+        try:
+            return cls(float(tags[f"{prefix}.net_sharpe"]), float(tags[f"{prefix}.net_calmar"]),
+                       float(tags[f"{prefix}.log_loss"]), int(tags[f"{prefix}.bars"]))
+        except (KeyError, ValueError):
+            return None
 
 
 @dataclass(frozen=True)
@@ -28,69 +62,68 @@ class ChampionDecision:
     alias: Literal["champion", "challenger"]
     reason: str
     basis: Basis
-    new_log_loss: float
-    champion_log_loss: float | None
-    rows: int
+    criterion: Criterion
+    new: ModelScore
+    champion: ModelScore | None
     champion_version: str | None = None
 
     def as_tags(self) -> dict[str, str]:
         """The decision as MLflow tags (``decision.*``)."""
-        return {f"decision.{k}": "" if v is None else str(v) for k, v in asdict(self).items()}
+        tags = {"decision.alias": self.alias, "decision.reason": self.reason,
+                "decision.basis": self.basis, "decision.criterion": self.criterion,
+                "decision.champion_version": self.champion_version or "",
+                **self.new.as_tags("decision.new")}
+        if self.champion is not None:
+            tags.update(self.champion.as_tags("decision.champion"))
+        return tags
 
 
 def decide_champion(
-    new_log_loss: float,
-    champion_log_loss: float | None,
+    new: ModelScore,
+    champion: ModelScore | None,
     *,
-    rows: int,
-    min_rows: int,
+    criterion: Criterion,
+    min_bars: int,
     basis: Basis,
+    max_log_loss: float,
+    log_loss_tolerance: float,
     champion_version: str | None = None,
 ) -> ChampionDecision:
-    """Champion if there is none yet, or if ``new`` has a lower log loss than the champion on
-    at least ``min_rows`` common rows; challenger otherwise."""
-    if not math.isfinite(new_log_loss):
-        return ChampionDecision(
-            "challenger", "the new ensemble has no finite out-of-sample log loss", basis,
-            new_log_loss, champion_log_loss, rows, champion_version,
-        )
+    """Champion if there is none yet (and the guards pass), or if ``new`` earns a higher net
+    ``criterion`` than the champion on at least ``min_bars`` common bars without failing a log
+    loss guard; challenger otherwise."""
+    def out(alias: Literal["champion", "challenger"], reason: str,
+            why: Basis = basis) -> ChampionDecision:
+        return ChampionDecision(alias, reason, why, criterion, new, champion, champion_version)
+
+    value = new.value(criterion)
+    if not math.isfinite(value):
+        return out("challenger", f"the new model has no finite out-of-sample net {criterion}")
+    if not new.log_loss <= max_log_loss:
+        return out("challenger", f"log loss guard: {new.log_loss:.6f} > {max_log_loss:.6f} "
+                   "(no better than a coin flip)")
     if basis == "first":
-        return ChampionDecision(
-            "champion", "no champion yet", basis, new_log_loss, None, rows, None,
-        )
-    if basis == "not-comparable" or champion_log_loss is None:
-        return ChampionDecision(
-            "challenger",
-            "the champion cannot be scored on the new decision window; it stays",
-            "not-comparable", new_log_loss, champion_log_loss, rows, champion_version,
-        )
-    if rows < min_rows:
-        return ChampionDecision(
-            "challenger",
-            f"only {rows} comparable rows (< {min_rows}); the champion stays",
-            basis, new_log_loss, champion_log_loss, rows, champion_version,
-        )
-    gain = champion_log_loss - new_log_loss
-    if gain > 0:
-        reason = (
-            f"beats champion v{champion_version}: log loss {new_log_loss:.6f} < "
-            f"{champion_log_loss:.6f} on {rows} rows ({basis})"
-        )
-        return ChampionDecision(
-            "champion", reason, basis, new_log_loss, champion_log_loss, rows, champion_version
-        )
-    reason = (
-        f"does not beat champion v{champion_version}: log loss {new_log_loss:.6f} vs "
-        f"{champion_log_loss:.6f} on {rows} rows ({basis})"
-    )
-    return ChampionDecision(
-        "challenger", reason, basis, new_log_loss, champion_log_loss, rows, champion_version
-    )
+        return out("champion", f"no champion yet (net {criterion} {value:.3f})")
+    if basis == "not-comparable" or champion is None:
+        return out("challenger", "the champion cannot be scored on the new decision window; "
+                   "it stays", "not-comparable")
+    if new.bars < min_bars:
+        return out("challenger", f"only {new.bars} comparable bars (< {min_bars}); the champion "
+                   "stays")
+    if new.log_loss > champion.log_loss + log_loss_tolerance:
+        return out("challenger", f"log loss guard: {new.log_loss:.6f} is more than "
+                   f"{log_loss_tolerance:g} above the champion's {champion.log_loss:.6f}")
+    theirs = champion.value(criterion)
+    if value > theirs or not math.isfinite(theirs):
+        return out("champion", f"beats champion v{champion_version}: net {criterion} "
+                   f"{value:.3f} > {theirs:.3f} on {new.bars} bars ({basis})")
+    return out("challenger", f"does not beat champion v{champion_version}: net {criterion} "
+               f"{value:.3f} vs {theirs:.3f} on {new.bars} bars ({basis})")
 
 
-def deferred_decision(new_log_loss: str | float, rows: int) -> ChampionDecision:
+def deferred_decision(new: ModelScore, criterion: Criterion) -> ChampionDecision:
     """``ensemble.promotion: defer``: register as ``challenger``; the ops promotion decides."""
     return ChampionDecision(
         "challenger", "promotion deferred to the ops retrain decision (ensemble.promotion=defer)",
-        "deferred", float(new_log_loss), None, rows, None,
+        "deferred", criterion, new, None, None,
     )

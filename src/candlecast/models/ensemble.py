@@ -1,507 +1,634 @@
-"""Stacked, calibrated ensemble of the direction models, trained on out-of-fold predictions only.
+"""The deployable ensemble: feature rows in; per horizon a calibrated P(up) and an expected
+return out, with every part inside.
 
-The meta-learner is a logistic regression on the logits of the base models' P(up) plus optional
-extra inputs (GARCH vol, regime probabilities). It never sees an in-sample prediction: ``fit``
-takes an :class:`OOFPredictions`, which can only be built from rows that lie inside walk-forward
-test windows (or through the explicitly named :meth:`OOFPredictions.assume_out_of_fold`).
+An :class:`Ensemble` bundles what the walk-forward pipeline produced for serving, one
+:class:`HorizonEnsemble` per label horizon (``models.horizons``), each with:
 
-Calibration mirrors scikit-learn's ``CalibratedClassifierCV(ensemble=False)`` but chronologically:
-the meta-learner is refitted on inner, purged, expanding folds of the OOF rows, its predictions on
-the later blocks (meta out-of-fold) are used to choose between no calibration, Platt scaling and
-isotonic regression by log loss on further chronological folds, and the chosen calibrator is then
-fitted on all meta out-of-fold predictions and applied on top of the meta-learner fitted on all
-OOF rows. The same inner folds score a simple average of the base probabilities, so the report
-says whether stacking beat averaging.
+* the base direction models of the latest fold for that horizon
+  (``models/zoo/<name>/final/h<h>``);
+* per series, the latest fold's GARCH(1,1) and regime mixture (``models/zoo/regime``, shared);
+* the stacked, calibrated meta-learner fitted on all out-of-fold predictions of the horizon,
+  and the expected-return scale ``beta_h`` (:func:`candlecast.models.stacking.
+  fit_return_scale`): ``exp_ret_h = beta_h x vol x sqrt(h) x Phi^-1(prob_up_h)`` with ``vol``
+  the GARCH forecast of one bar's return std.
+
+The answer holds ``prob_up_<h>`` and ``exp_ret_<h>`` for every horizon asked (all by
+default), ``volatility``, and the primary horizon's (``train.label``'s) ``prob_up``,
+``confidence``, ``disagreement``, ``prob_mean``, ``prob_<model>`` and extras unsuffixed. The
+bundle also carries the decision policy chosen with it (``manifest["policy"]``) and the cost
+model it was chosen under (``manifest["costs"]``).
+
+For one horizon, ``predict(frame)`` takes recent feature rows (``series_id``,
+``event_timestamp`` and the feature columns; several series allowed, any order) and answers
+for the LAST row of each series (``rows="last"``, the serving case) or for every row
+(``rows="all"``). Sequence models read the rows before a target row, so a caller passes
+``window_rows`` rows per series. GARCH volatility is filtered over the rows given, starting
+from the training backcast: with ``window_rows`` rows the start value's weight has decayed by
+``beta ** window_rows``.
+
+``rows="last"`` runs the array path (:meth:`Ensemble.predict_last`, also what the service
+calls): per series, numpy arrays end to end, each base model on just the context it reads
+(Chronos one context, the transformer one window, LightGBM and the baselines one row, GARCH
+and the regimes the last row). It gives the same numbers as the frame path
+(``_predict_frame``, still used for ``rows="all"``), tested on real data; the only difference
+is float32 rounding of the transformer's batch of one (relative ~1e-7).
+
+Extra inputs are filled as in training: missing GARCH vol carries the last value of the series
+(else the training median), missing regime probabilities become uniform, a missing Chronos
+spread becomes its training median.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Literal, Self
+import json
+from pathlib import Path
+from typing import Any
 
+import joblib
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
-from sklearn.isotonic import IsotonicRegression
-from sklearn.linear_model import LogisticRegression
 
-from candlecast.evaluation.metrics import brier_score, log_loss
-from candlecast.evaluation.splits import Fold, TimeAxis, chronological_folds
-from candlecast.models.base import NotFittedError, check_binary_labels
+from candlecast.models.base import DirectionModel
 
-CalibrationMethod = Literal["none", "platt", "isotonic"]
-CALIBRATION_METHODS: tuple[CalibrationMethod, ...] = ("none", "platt", "isotonic")
-#: Columns of :meth:`StackedEnsemble.predict`.
-ENSEMBLE_OUTPUTS: tuple[str, ...] = ("prob_up", "confidence", "disagreement", "prob_mean")
+_MANIFEST = "horizon_ensemble.json"
+_BUNDLE = "ensemble.json"
 
 
-class EnsembleConfig(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    #: ``auto`` picks the method with the lowest inner-fold log loss.
-    calibration: Literal["auto", "none", "platt", "isotonic"] = "auto"
-    #: inner chronological folds over the OOF rows (meta out-of-fold predictions).
-    inner_folds: int = Field(default=4, ge=2, le=20)
-    #: inverse L2 strength of the meta logistic regression.
-    C: float = Field(default=1.0, gt=0)
-    #: base probabilities are clipped to [clip, 1 - clip] before taking logits.
-    clip: float = Field(default=1e-4, gt=0, lt=0.1)
-    #: label horizon in time steps, for purging the inner folds.
-    horizon: int = Field(default=1, ge=1)
+def regime_inputs(frame: pd.DataFrame, vol_window: int, trend_window: int) -> pd.DataFrame:
+    """Regime features from feature rows: ``log_vol = log(rv_w)``, ``trend = logret_t /
+    (rv_w * sqrt(t))`` (``models.regime.regime_features`` with the realized-vol feature)."""
+    rv = frame[f"rv_{vol_window}"].astype(float)
+    positive = rv.where(rv > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_vol = np.log(positive)
+        trend = frame[f"logret_{trend_window}"].astype(float) / (positive * np.sqrt(trend_window))
+    return pd.DataFrame({"log_vol": log_vol, "trend": trend}, index=frame.index)
 
 
-def _check_probs(probs: pd.DataFrame, what: str) -> pd.DataFrame:
-    if not isinstance(probs, pd.DataFrame) or probs.shape[1] == 0:
-        raise TypeError(f"{what} must be a DataFrame with one column of P(up) per base model")
-    values = probs.to_numpy(dtype=float)
-    missing = np.isnan(values).sum(axis=0)
-    if missing.any():
-        bad = {c: int(m) for c, m in zip(probs.columns, missing, strict=True) if m}
-        raise ValueError(
-            f"{what} has missing probabilities {bad} (a failed model or fold?); drop that model "
-            "or those rows explicitly before stacking"
-        )
-    if ((values < 0) | (values > 1)).any():
-        raise ValueError(f"{what} must hold probabilities in [0, 1]")
-    return probs.astype(float)
+def chronos_rows(model: Any, X: pd.DataFrame, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """P(up) and forecast spread of a Chronos-2 direction model for ``rows`` of ``X`` only.
 
-
-@dataclass(frozen=True)
-class OOFPredictions:
-    """Base-model probabilities on rows none of the base models trained on.
-
-    Build with :meth:`from_walk_forward`, which checks every row lies in the test window of
-    the fold it is attributed to; :meth:`assume_out_of_fold` skips that check by name.
+    ``predict_forecast`` forecasts every row of its input; serving needs one row per series,
+    so this builds the same contexts (``contexts``, public) and forecasts them the same way
+    (``forecast_contexts``), reading the same quantiles (``prob_up_from_quantiles``,
+    ``interpolate_quantiles``) for the wanted rows. The pipeline test checks it equals
+    ``predict_forecast`` on those rows.
     """
+    from candlecast.models.quantiles import interpolate_quantiles, prob_up_from_quantiles
 
-    probs: pd.DataFrame
-    y: np.ndarray
-    fold: np.ndarray
-    time: pd.Index
-
-    @classmethod
-    def from_walk_forward(
-        cls,
-        probs: pd.DataFrame,
-        y: pd.Series | np.ndarray,
-        times: Sequence[Any] | pd.Series | pd.Index,
-        folds: Sequence[Fold],
-    ) -> OOFPredictions:
-        """Attribute each row to the walk-forward fold whose test window holds its time.
-
-        Raises if any row's time is outside every test window: such a prediction could be
-        in-sample for some base model and must not train the meta-learner.
-        """
-        probs = _check_probs(probs, "out-of-fold probabilities")
-        index = pd.Index(times)
-        if len(index) != len(probs):
-            raise ValueError(f"{len(index)} times for {len(probs)} rows of probabilities")
-        if not folds:
-            raise ValueError("no walk-forward folds given")
-        fold = np.full(len(index), -1)
-        for f in folds:
-            inside = np.asarray((index >= f.test_start) & (index <= f.test_end))
-            fold[inside] = f.index
-        outside = np.flatnonzero(fold < 0)
-        if len(outside):
-            raise ValueError(
-                f"{len(outside)} rows are not in any walk-forward test window (first at time "
-                f"{index[outside[0]]}); the meta-learner trains on out-of-fold predictions only"
-            )
-        return cls._build(probs, y, fold, index)
-
-    @classmethod
-    def assume_out_of_fold(
-        cls,
-        probs: pd.DataFrame,
-        y: pd.Series | np.ndarray,
-        fold: Sequence[int] | np.ndarray,
-        times: Sequence[Any] | pd.Series | pd.Index,
-    ) -> OOFPredictions:
-        """Trust the caller that every row is out-of-fold (no window check). Use sparingly."""
-        probs = _check_probs(probs, "out-of-fold probabilities")
-        return cls._build(probs, y, np.asarray(fold, dtype=int), pd.Index(times))
-
-    @classmethod
-    def _build(
-        cls, probs: pd.DataFrame, y: pd.Series | np.ndarray, fold: np.ndarray, time: pd.Index
-    ) -> OOFPredictions:
-        labels = check_binary_labels(y, "out-of-fold labels")
-        if not len(labels) == len(probs) == len(fold) == len(time):
-            raise ValueError(
-                f"out-of-fold parts differ in length: probs {len(probs)}, y {len(labels)}, "
-                f"fold {len(fold)}, time {len(time)}"
-            )
-        return cls(probs=probs, y=labels, fold=fold, time=time)
-
-    def subset(self, rows: np.ndarray) -> OOFPredictions:
-        return OOFPredictions(self.probs.iloc[rows], self.y[rows], self.fold[rows], self.time[rows])
+    cfg = model.config
+    contexts = model.contexts(X)[rows]
+    usable = (~np.isnan(contexts)).sum(axis=1) >= cfg.min_past
+    p_up = np.full(len(rows), 0.5)
+    spread = np.full(len(rows), np.nan)
+    if usable.any():
+        levels, values = model.forecast_contexts(contexts[usable])
+        p_up[usable] = prob_up_from_quantiles(levels, values)
+        lo_hi = interpolate_quantiles(levels, values, cfg.spread_levels)
+        spread[usable] = lo_hi[:, 1] - lo_hi[:, 0]
+    return p_up, spread
 
 
-def simple_average(probs: pd.DataFrame) -> np.ndarray:
-    """The unweighted mean of the base probabilities per row (the baseline ensemble)."""
-    return probs.to_numpy(dtype=float).mean(axis=1)
+def base_prediction(model: Any, X: pd.DataFrame) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """P(up) and extra outputs (Chronos: ``spread``) of one model on ``X`` (row-aligned)."""
+    if callable(getattr(model, "predict_forecast", None)):
+        forecast = model.predict_forecast(X)
+        extras = {}
+        if "spread" in forecast:
+            extras["spread"] = forecast["spread"].to_numpy(dtype=float)
+        return forecast["p_up"].to_numpy(dtype=float), extras
+    return np.asarray(model.predict_proba_up(X), dtype=float), {}
 
 
-def disagreement(probs: pd.DataFrame) -> np.ndarray:
-    """Population std of the base probabilities per row (0 when all models agree)."""
-    return probs.to_numpy(dtype=float).std(axis=1, ddof=0)
+def _ffill(values: np.ndarray) -> np.ndarray:
+    """Carry the last non-NaN value forward (leading NaN stay NaN)."""
+    index = np.where(np.isnan(values), 0, np.arange(len(values)))
+    np.maximum.accumulate(index, out=index)
+    return values[index]
 
 
-def confidence(prob_up: np.ndarray) -> np.ndarray:
-    """``|p - 0.5| * 2``: 0 for a coin flip, 1 for certainty."""
-    return np.abs(np.asarray(prob_up, dtype=float) - 0.5) * 2
+class HorizonEnsemble:
+    """One horizon's stack: base models + per-series GARCH/regimes + the stacked meta-learner
+    (see the module docstring); :class:`Ensemble` holds one per horizon."""
 
+    def __init__(
+        self,
+        base: dict[str, DirectionModel],
+        stacker: Any,
+        regimes: dict[str, dict[str, Any]],
+        manifest: dict[str, Any],
+    ) -> None:
+        missing = [m for m in stacker.models if m not in base]
+        if missing:
+            raise ValueError(f"the stacker needs base models {missing} that are not bundled")
+        self.base, self.stacker, self.regimes, self.manifest = base, stacker, regimes, manifest
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-z))
+    @property
+    def series_column(self) -> str:
+        return str(self.manifest["series_column"])
 
+    @property
+    def time_column(self) -> str:
+        return str(self.manifest["time_column"])
 
-def _logit(p: np.ndarray, clip: float) -> np.ndarray:
-    p = np.clip(p, clip, 1 - clip)
-    return np.log(p / (1 - p))
+    @property
+    def feature_columns(self) -> list[str]:
+        return list(self.manifest["feature_columns"])
 
+    @property
+    def window_rows(self) -> int:
+        return int(self.manifest["window_rows"])
 
-class Calibrator:
-    """A monotone map of probabilities: identity, Platt (logistic on the logit) or isotonic."""
+    @property
+    def input_columns(self) -> list[str]:
+        return [self.series_column, self.time_column, *self.feature_columns]
 
-    def __init__(self, method: CalibrationMethod, clip: float = 1e-4) -> None:
-        if method not in CALIBRATION_METHODS:
-            raise ValueError(f"calibration method must be one of {CALIBRATION_METHODS}")
-        self.method = method
-        self.clip = clip
-        self._model: LogisticRegression | IsotonicRegression | None = None
+    # ---------------------------------------------------------------- predict
 
-    def fit(self, p: np.ndarray, y: np.ndarray) -> Self:
-        p, y = np.asarray(p, dtype=float), np.asarray(y, dtype=float)
-        if self.method != "none" and len(np.unique(y)) < 2:
-            raise ValueError("calibration needs both classes among its training labels")
-        if self.method == "platt":
-            self._model = LogisticRegression(C=1e6, solver="newton-cholesky", max_iter=1000)
-            self._model.fit(_logit(p, self.clip)[:, None], y.astype(int))
-        elif self.method == "isotonic":
-            self._model = IsotonicRegression(
-                y_min=self.clip, y_max=1 - self.clip, out_of_bounds="clip"
-            )
-            self._model.fit(p, y)
-        return self
-
-    def transform(self, p: np.ndarray) -> np.ndarray:
-        p = np.asarray(p, dtype=float)
-        if self.method == "none":
-            return p
-        if self._model is None:
-            raise NotFittedError(f"{self.method} calibrator must be fitted before use")
-        # plain numpy on the fitted parameters: the same numbers as sklearn's predict, without
-        # its per-call validation overhead (this sits on the single-row serving path)
-        if isinstance(self._model, LogisticRegression):
-            z = _logit(p, self.clip) * self._model.coef_[0, 0] + self._model.intercept_[0]
-            return _sigmoid(z)
-        return np.interp(p, self._model.X_thresholds_, self._model.y_thresholds_)
-
-
-def score_calibration_methods(
-    p: np.ndarray,
-    y: np.ndarray,
-    times: Sequence[Any] | pd.Index,
-    *,
-    n_splits: int = 3,
-    horizon: int = 1,
-    clip: float = 1e-4,
-    references: dict[str, np.ndarray] | None = None,
-) -> pd.DataFrame:
-    """Log loss and Brier of each calibration method on chronological, purged folds of ``p``.
-
-    Every method is fitted on the earlier part and scored on the next block, for each fold;
-    numbers are pooled over all scored rows (the same rows for every method). ``references``
-    (name -> probabilities row-aligned with ``p``) are scored as-is on the same rows.
-    """
-    p, y = np.asarray(p, dtype=float), np.asarray(y, dtype=float)
-    folds = chronological_folds(times, n_splits, horizon=horizon)
-    scored: dict[str, list[np.ndarray]] = {m: [] for m in CALIBRATION_METHODS}
-    truth, rows_scored = [], []
-    for f in folds:
-        truth.append(y[f.test])
-        rows_scored.append(f.test)
-        for method in CALIBRATION_METHODS:
-            calibrator = Calibrator(method, clip).fit(p[f.train], y[f.train])
-            scored[method].append(calibrator.transform(p[f.test]))
-    y_all = np.concatenate(truth)
-    at = np.concatenate(rows_scored)
-    candidates: dict[str, np.ndarray] = {m: np.concatenate(scored[m]) for m in CALIBRATION_METHODS}
-    for name, ref in (references or {}).items():
-        candidates[name] = np.asarray(ref, dtype=float)[at]
-    rows = [
-        {
-            "method": name,
-            "log_loss": log_loss(y_all, q),
-            "brier": brier_score(y_all, q),
-            "n": len(y_all),
+    def predict(self, frame: pd.DataFrame, rows: str = "last") -> pd.DataFrame:
+        """Answers for the last row of each series (``rows="last"``, the array path) or for
+        every row (``"all"``); see the module docstring for the columns."""
+        if rows not in ("last", "all"):
+            raise ValueError(f"rows must be 'last' or 'all', got {rows!r}")
+        if rows == "all":
+            return self._predict_frame(frame, rows)
+        data, codes, uniques = self._checked_input(frame)
+        s, t = self.series_column, self.time_column
+        ns = pd.DatetimeIndex(data[t]).as_unit("ns").asi8
+        values = data[self.feature_columns].to_numpy(dtype=np.float64)
+        answers, last_rows = [], []
+        for code in range(len(uniques)):
+            mine = np.flatnonzero(codes == code)
+            mine = mine[np.argsort(ns[mine], kind="stable")]
+            answers.append(self.predict_last(str(uniques[code]), ns[mine], values[mine]))
+            last_rows.append(mine[-1])
+        at = np.asarray(last_rows)
+        columns: dict[str, Any] = {
+            s: data[s].to_numpy()[at],
+            t: data[t].iloc[at].to_numpy(),
+            **{k: np.array([a[k] for a in answers]) for k in answers[0]},
         }
-        for name, q in candidates.items()
-    ]
-    return pd.DataFrame(rows).set_index("method")
+        return self._result_frame(columns)
 
-
-def _check_extra(extra: pd.DataFrame | None, n_rows: int) -> pd.DataFrame | None:
-    if extra is None:
-        return None
-    if not isinstance(extra, pd.DataFrame):
-        raise TypeError(f"extra inputs must be a DataFrame, got {type(extra).__name__}")
-    if len(extra) != n_rows:
-        raise ValueError(f"extra inputs have {len(extra)} rows, probabilities have {n_rows}")
-    values = extra.to_numpy(dtype=float)
-    if np.isnan(values).any():
-        bad = extra.columns[np.isnan(values).any(axis=0)].tolist()
-        raise ValueError(f"extra inputs {bad} have missing values; fill or drop those rows first")
-    return extra.astype(float).reset_index(drop=True)
-
-
-class _MetaLearner:
-    """Logistic regression on base logits plus standardized extra inputs."""
-
-    def __init__(self, C: float, clip: float) -> None:
-        self.C, self.clip = C, clip
-        self.models: list[str] = []
-        self.extras: list[str] = []
-        self.center: np.ndarray | None = None
-        self.scale: np.ndarray | None = None
-        self.lr: LogisticRegression | None = None
-
-    def _design(self, probs: pd.DataFrame, extra: pd.DataFrame | None) -> np.ndarray:
-        missing = [m for m in self.models if m not in probs.columns]
+    def _checked_input(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, Any]:
+        missing = [c for c in self.input_columns if c not in frame.columns]
         if missing:
-            raise ValueError(f"probabilities lack base models {missing} the ensemble was fitted on")
-        if self.extras and (extra is None or [c for c in self.extras if c not in extra.columns]):
-            raise ValueError(f"the ensemble was fitted with extra inputs {self.extras}")
-        return self._design_values(
-            probs[self.models].to_numpy(dtype=float),
-            extra[self.extras].to_numpy(dtype=float) if self.extras else None,  # type: ignore[index]
-        )
+            raise ValueError(f"ensemble input lacks columns {missing[:8]}")
+        if len(frame) == 0:
+            raise ValueError("ensemble input has no rows")
+        s, t = self.series_column, self.time_column
+        data = frame[self.input_columns].copy()
+        data[t] = pd.to_datetime(data[t], utc=True)
+        codes, uniques = pd.factorize(data[s], sort=True)
+        unknown = sorted(set(uniques) - set(self.regimes))
+        if unknown:
+            raise ValueError(f"series {unknown} are unknown to this ensemble; "
+                             f"it was trained on {sorted(self.regimes)}")
+        return data, codes, uniques
 
-    def _design_values(self, probs: np.ndarray, extra: np.ndarray | None) -> np.ndarray:
-        """The design matrix from arrays: ``probs`` columns in ``models`` order, ``extra``
-        columns in ``extras`` order."""
-        parts = [_logit(probs, self.clip)]
-        if self.extras:
-            if extra is None:
-                raise ValueError(f"the ensemble was fitted with extra inputs {self.extras}")
-            assert self.center is not None and self.scale is not None
-            parts.append((extra - self.center) / self.scale)
-        return np.hstack(parts)
+    def _result_frame(self, columns: dict[str, Any]) -> pd.DataFrame:
+        t = self.time_column
+        result = pd.DataFrame(columns)
+        result[t] = pd.DatetimeIndex(result[t]).tz_localize("UTC") if result[t].dt.tz is None \
+            else result[t]
+        return result
 
-    def fit(self, probs: pd.DataFrame, extra: pd.DataFrame | None, y: np.ndarray) -> Self:
-        if len(np.unique(y)) < 2:
-            raise ValueError("the stacking meta-learner needs both classes among its labels")
-        self.models = [str(c) for c in probs.columns]
-        if extra is not None and extra.shape[1]:
-            self.extras = [str(c) for c in extra.columns]
-            values = extra.to_numpy(dtype=float)
-            self.center = values.mean(axis=0)
-            std = values.std(axis=0)
-            self.scale = np.where(std > 0, std, 1.0)
-        self.lr = LogisticRegression(C=self.C, solver="newton-cholesky", max_iter=1000)
-        self.lr.fit(self._design(probs, extra), y.astype(int))
-        return self
-
-    def predict(self, probs: pd.DataFrame, extra: pd.DataFrame | None) -> np.ndarray:
-        return self._predict_design(self._design(probs, extra))
-
-    def _predict_design(self, design: np.ndarray) -> np.ndarray:
-        assert self.lr is not None
-        return _sigmoid(design @ self.lr.coef_[0] + self.lr.intercept_[0])
-
-    def coefficients(self) -> pd.Series:
-        assert self.lr is not None
-        names = [f"logit_{m}" for m in self.models] + list(self.extras)
-        coef = pd.Series(self.lr.coef_[0], index=names)
-        coef["intercept"] = float(self.lr.intercept_[0])
-        return coef
-
-
-class StackedEnsemble:
-    """Calibrated logistic stacking of base-model probabilities (see the module docstring).
-
-    ``fit(oof, extra)`` takes :class:`OOFPredictions`; ``predict(probs, extra)`` returns
-    ``prob_up, confidence, disagreement, prob_mean`` per row. Picklable (joblib/MLflow).
-    """
-
-    name = "ensemble"
-    family = "ensemble"
-
-    def __init__(self, config: EnsembleConfig | None = None) -> None:
-        self.config = config or EnsembleConfig()
-        self.meta_: _MetaLearner | None = None
-        self.calibrator_: Calibrator | None = None
-        self.calibration_: CalibrationMethod | None = None
-        self.inner_scores_: pd.DataFrame | None = None
-
-    @property
-    def models(self) -> list[str]:
-        if self.meta_ is None:
-            raise NotFittedError("ensemble must be fitted first")
-        return list(self.meta_.models)
-
-    def fit(self, oof: OOFPredictions, extra: pd.DataFrame | None = None) -> Self:
-        if not isinstance(oof, OOFPredictions):
-            raise TypeError(
-                "StackedEnsemble.fit takes OOFPredictions (OOFPredictions.from_walk_forward), "
-                f"not {type(oof).__name__}: the meta-learner may only see out-of-fold predictions"
-            )
-        cfg = self.config
-        extra = _check_extra(extra, len(oof.probs))
-        probs = oof.probs.reset_index(drop=True)
-        parts, rows = [], []
-        for f in chronological_folds(oof.time, cfg.inner_folds, horizon=cfg.horizon):
-            meta = _MetaLearner(cfg.C, cfg.clip).fit(
-                probs.iloc[f.train], None if extra is None else extra.iloc[f.train], oof.y[f.train]
-            )
-            parts.append(
-                meta.predict(probs.iloc[f.test], None if extra is None else extra.iloc[f.test])
-            )
-            rows.append(f.test)
-        at = np.concatenate(rows)
-        meta_oof = np.concatenate(parts)
-        scores = score_calibration_methods(
-            meta_oof,
-            oof.y[at],
-            oof.time[at],
-            n_splits=cfg.inner_folds - 1,
-            horizon=cfg.horizon,
-            clip=cfg.clip,
-            references={"simple_average": simple_average(probs.iloc[at])},
-        )
-        if cfg.calibration == "auto":
-            chosen = scores.loc[list(CALIBRATION_METHODS), "log_loss"].idxmin()
-        else:
-            chosen = cfg.calibration
-        scores["chosen"] = scores.index == chosen
-        self.inner_scores_ = scores
-        self.calibration_ = chosen
-        self.calibrator_ = Calibrator(chosen, cfg.clip).fit(meta_oof, oof.y[at])
-        self.meta_ = _MetaLearner(cfg.C, cfg.clip).fit(probs, extra, oof.y)
-        return self
-
-    def predict(
-        self, probs: pd.DataFrame, extra: pd.DataFrame | None = None, *, calibrated: bool = True
-    ) -> pd.DataFrame:
-        if self.meta_ is None or self.calibrator_ is None:
-            raise NotFittedError("ensemble must be fitted before predicting")
-        probs = _check_probs(probs, "base-model probabilities")
-        checked = _check_extra(extra, len(probs))
-        missing = [m for m in self.meta_.models if m not in probs.columns]
-        if missing:
-            raise ValueError(f"probabilities lack base models {missing} the ensemble was fitted on")
-        ordered = probs[self.meta_.models].reset_index(drop=True)
-        p = self.meta_.predict(ordered, checked)
-        if calibrated:
-            p = self.calibrator_.transform(p)
-        return pd.DataFrame(
-            {
-                "prob_up": p,
-                "confidence": confidence(p),
-                "disagreement": disagreement(ordered),
-                "prob_mean": simple_average(ordered),
-            },
-            index=probs.index,
-        )
-
-    @property
-    def extras(self) -> list[str]:
-        """The extra inputs the meta-learner was fitted with, in its order."""
-        if self.meta_ is None:
-            raise NotFittedError("ensemble must be fitted first")
-        return list(self.meta_.extras)
-
-    def predict_values(
-        self, probs: np.ndarray, extra: np.ndarray | None = None, *, calibrated: bool = True
-    ) -> dict[str, np.ndarray]:
-        """:meth:`predict` on arrays (the serving path): ``probs`` ``(n, len(models))`` in
-        :attr:`models` order, ``extra`` ``(n, len(extras))`` in :attr:`extras` order (or None
-        without extras). Same checks and the same arithmetic, so the same numbers; returns the
-        :data:`ENSEMBLE_OUTPUTS` columns as arrays."""
-        if self.meta_ is None or self.calibrator_ is None:
-            raise NotFittedError("ensemble must be fitted before predicting")
-        probs = np.asarray(probs, dtype=float)
-        if probs.ndim != 2 or probs.shape[1] != len(self.meta_.models):
-            raise ValueError(f"base-model probabilities must have shape (n, "
-                             f"{len(self.meta_.models)}) for {self.meta_.models}")
-        missing = np.isnan(probs).sum(axis=0)
-        if missing.any():
-            bad = {m: int(k) for m, k in zip(self.meta_.models, missing, strict=True) if k}
-            raise ValueError(
-                f"base-model probabilities has missing probabilities {bad} (a failed model or "
-                "fold?); drop that model or those rows explicitly before stacking"
-            )
-        if ((probs < 0) | (probs > 1)).any():
-            raise ValueError("base-model probabilities must hold probabilities in [0, 1]")
+    def _predict_frame(self, frame: pd.DataFrame, rows: str = "last") -> pd.DataFrame:
+        """The frame path: one DataFrame per base model (``rows="all"``; for ``"last"`` kept
+        as the reference the array path is tested against)."""
+        data, codes, uniques = self._checked_input(frame)
+        s, t = self.series_column, self.time_column
+        order = np.lexsort((pd.DatetimeIndex(data[t]).asi8, codes))
+        if (np.diff(order) != 1).any():  # sort by series, then time (skipped if already so)
+            data, codes = data.iloc[order].reset_index(drop=True), codes[order]
+        # position counted from each series' last row (0 = the latest candle)
+        ends = np.searchsorted(codes, codes, side="right")
+        position = ends - 1 - np.arange(len(codes))
+        starts = np.flatnonzero(np.r_[True, np.diff(codes) != 0])
+        runs = [(str(uniques[codes[a]]), slice(int(a), int(ends[a]))) for a in starts]
+        targets = np.flatnonzero(position == 0) if rows == "last" else np.arange(len(data))
+        probs, spread = self._base_probabilities(data, targets, position, rows == "last")
+        extra = self._extras(data, targets, spread, runs)
+        out = self.stacker.predict(probs, extra)
+        columns: dict[str, Any] = {
+            s: data[s].to_numpy()[targets],
+            t: data[t].iloc[targets].to_numpy(),
+            **{c: out[c].to_numpy() for c in out.columns},
+            **{f"prob_{m}": probs[m].to_numpy() for m in probs.columns},
+        }
         if extra is not None:
-            extra = np.asarray(extra, dtype=float)
-            if extra.shape != (len(probs), len(self.meta_.extras)):
-                raise ValueError(f"extra inputs must have shape ({len(probs)}, "
-                                 f"{len(self.meta_.extras)}) for {self.meta_.extras}")
-            if np.isnan(extra).any():
-                bad = [c for c, m in zip(self.meta_.extras, np.isnan(extra).any(axis=0),
-                                         strict=True) if m]
-                raise ValueError(
-                    f"extra inputs {bad} have missing values; fill or drop those rows first"
-                )
-        p = self.meta_._predict_design(self.meta_._design_values(probs, extra))
-        if calibrated:
-            p = self.calibrator_.transform(p)
-        return {
-            "prob_up": p,
-            "confidence": confidence(p),
-            "disagreement": probs.std(axis=1, ddof=0),
-            "prob_mean": probs.mean(axis=1),
-        }
+            columns.update({c: extra[c].to_numpy() for c in extra.columns})
+        return self._result_frame(columns)
 
-    def coefficients(self) -> pd.Series:
-        """Meta-learner weights per input (``logit_<model>``, extras) and the intercept."""
-        if self.meta_ is None:
-            raise NotFittedError("ensemble must be fitted first")
-        return self.meta_.coefficients()
+    # ---------------------------------------------------------------- the array path
 
+    def predict_last(self, series: str, ns: np.ndarray, values: np.ndarray) -> dict[str, float]:
+        """The answer for the LAST row of ONE series from arrays (the serving path).
 
-def stack_walk_forward(
-    oof: OOFPredictions,
-    config: EnsembleConfig | None = None,
-    extra: pd.DataFrame | None = None,
-    *,
-    min_train_folds: int = 2,
-) -> pd.DataFrame:
-    """Out-of-sample ensemble predictions: fold ``k`` is predicted by an ensemble fitted on the
-    OOF rows of earlier folds only (purged by ``config.horizon``).
-
-    Returns a frame indexed like ``oof.probs`` (rows of the predicted folds) with ``fold, y``,
-    the :data:`ENSEMBLE_OUTPUTS` (``prob_mean`` is the simple-average ensemble) and the
-    calibration method each fold's ensemble chose.
-    """
-    config = config or EnsembleConfig()
-    extra = _check_extra(extra, len(oof.probs))
-    fold_ids = np.unique(oof.fold)
-    ends = {k: oof.time[oof.fold == k].max() for k in fold_ids}
-    for prev, k in zip(fold_ids, fold_ids[1:], strict=False):
-        if not oof.time[oof.fold == k].min() > ends[prev]:
-            raise ValueError(f"fold {k} starts before fold {prev} ends; folds must be in order")
-    if len(fold_ids) <= min_train_folds:
-        raise ValueError(
-            f"{len(fold_ids)} folds of out-of-fold predictions; need more than "
-            f"min_train_folds={min_train_folds} to evaluate the ensemble out of sample"
+        ``ns``: the rows' event times as int64 nanoseconds (UTC), ascending; ``values``:
+        ``(len(ns), len(feature_columns))`` floats in :attr:`feature_columns` order, the same
+        rows a frame would hold (``window_rows`` of them for the sequence models' context and
+        the GARCH filter). Returns ``prob_up``, ``confidence``, ``disagreement``,
+        ``prob_mean``, ``prob_<model>`` and the extras: the columns of :meth:`predict`.
+        """
+        if series not in self.regimes:
+            raise ValueError(f"series {[series]} are unknown to this ensemble; "
+                             f"it was trained on {sorted(self.regimes)}")
+        ns = np.asarray(ns, dtype=np.int64)
+        values = np.asarray(values, dtype=np.float64)
+        n = len(ns)
+        if n == 0:
+            raise ValueError("ensemble input has no rows")
+        if values.shape != (n, len(self.manifest["feature_columns"])):
+            raise ValueError(f"feature values must have shape ({n}, "
+                             f"{len(self.manifest['feature_columns'])}), got {values.shape}")
+        if n > 1 and (np.diff(ns) < 0).any():
+            raise ValueError("rows must be in time order (ascending event times)")
+        probs, spread = [], np.nan
+        for name in self.stacker.models:
+            context = int(self.manifest["context_bars"].get(name, 0))
+            start = max(0, n - 1 - context)  # the rows a last-row window can reach
+            p, model_spread = self._last_probability(self.base[name], ns[start:],
+                                                     values[start:])
+            probs.append(p)
+            if name == "chronos" and model_spread is not None:
+                spread = model_spread
+        extras = self._last_extras(series, values, spread)
+        order = self.stacker.extras if extras else []
+        missing = [c for c in order if c not in extras]
+        if missing:
+            raise ValueError(f"the ensemble was fitted with extra inputs {order}")
+        out = self.stacker.predict_values(
+            np.array([probs]), np.array([[extras[c] for c in order]]) if order else None
         )
-    position = TimeAxis.of(oof.time).position
-    frames = []
-    for k in fold_ids[min_train_folds:]:
-        test = np.flatnonzero(oof.fold == k)
-        start = position[test].min()
-        train = np.flatnonzero((oof.fold < k) & (position + config.horizon < start))
-        ensemble = StackedEnsemble(config).fit(
-            oof.subset(train), None if extra is None else extra.iloc[train]
+        answer = {k: float(v[0]) for k, v in out.items()}
+        answer.update({f"prob_{m}": p for m, p in zip(self.stacker.models, probs, strict=True)})
+        answer.update(extras)
+        return answer
+
+    def _column_index(self) -> dict[str, int]:
+        index = self.__dict__.get("_columns")
+        if index is None:
+            index = self.__dict__["_columns"] = {c: i for i, c in enumerate(self.feature_columns)}
+        return index
+
+    def _last_probability(
+        self, model: Any, ns: np.ndarray, values: np.ndarray
+    ) -> tuple[float, float | None]:
+        """P(up) of ``model`` for the last of these rows (and Chronos' spread)."""
+        from candlecast.models.baselines import (
+            SIGN_STATES,
+            BaseRateModel,
+            MomentumModel,
+            PersistenceModel,
         )
-        pred = ensemble.predict(oof.probs.iloc[test], None if extra is None else extra.iloc[test])
-        pred.insert(0, "fold", k)
-        pred.insert(1, "y", oof.y[test])
-        pred["calibration"] = ensemble.calibration_
-        frames.append(pred)
-    return pd.concat(frames)
+        from candlecast.models.chronos_model import ChronosDirectionModel
+        from candlecast.models.lightgbm_model import LightGBMDirectionModel
+        from candlecast.models.quantiles import interpolate_quantiles, prob_up_from_quantiles
+        from candlecast.models.transformer import TransformerDirectionModel
+
+        index = self._column_index()
+        kind = type(model)
+        if kind is ChronosDirectionModel:
+            cfg = model.config
+            context = model.latest_context(values[:, index[cfg.return_column]], ns)
+            if (~np.isnan(context)).sum() < cfg.min_past:
+                return 0.5, np.nan
+            levels, quantiles = model.quantiles_of(context)
+            lo_hi = interpolate_quantiles(levels, quantiles, cfg.spread_levels)
+            return (float(prob_up_from_quantiles(levels, quantiles)[0]),
+                    float(lo_hi[0, 1] - lo_hi[0, 0]))
+        if kind is TransformerDirectionModel:
+            return model.predict_last(values, self.feature_columns, ns), None
+        if kind is LightGBMDirectionModel and model.booster_ is not None:
+            picks = [index[c] for c in model.features_]
+            row = values[-1:, picks]
+            return float(model.booster_.predict(row, num_iteration=model.num_iteration_,
+                                                num_threads=1)[0]), None
+        if kind in (PersistenceModel, MomentumModel) and model.p_up_ is not None:
+            fast, slow = getattr(model, "fast", None), getattr(model, "slow", None)
+            if fast is not None and slow is not None:
+                raw = values[-1:, index[fast]] - values[-1:, index[slow]]
+            else:
+                raw = values[-1:, index[model.feature]]
+            state = np.sign(np.nan_to_num(raw, nan=0.0)).astype(int)
+            lookup = np.array([model.p_up_[s] for s in SIGN_STATES])
+            return float(lookup[state + 1][0]), None
+        if kind is BaseRateModel and model.p_up_ is not None:
+            return float(model.p_up_), None
+        # any other model: its own frame API on these rows (the frame path, for this model)
+        frame = pd.DataFrame(values, columns=self.feature_columns)
+        frame.insert(0, self.time_column, pd.to_datetime(ns, utc=True))
+        frame.insert(0, self.series_column, "series")
+        prob, extras = base_prediction(model, frame)
+        spread = extras.get("spread")
+        return float(prob[-1]), (float(spread[-1]) if spread is not None else None)
+
+    def _last_extras(self, series: str, values: np.ndarray, spread: float) -> dict[str, float]:
+        """The extra inputs of the last row, filled as in training (see ``_extras``)."""
+        wanted = list(self.manifest["extras"])
+        if not wanted:
+            return {}
+        index = self._column_index()
+        fill = self.manifest["fill"]
+        n_regimes = int(self.manifest["n_regimes"])
+        vol_w, trend_w = int(self.manifest["vol_window"]), int(self.manifest["trend_window"])
+        fitted = self.regimes[series]
+        out: dict[str, float] = {}
+        probs: np.ndarray | None = None
+        for name in wanted:
+            if name == "garch_vol":
+                vol = fitted["garch"].last_forecast(values[:, index["logret_1"]])
+                out[name] = fill["garch_vol"] if np.isnan(vol) else vol
+            elif name.startswith("regime_"):
+                if probs is None:
+                    rv = values[-1:, index[f"rv_{vol_w}"]]
+                    with np.errstate(divide="ignore", invalid="ignore"):
+                        positive = np.where(rv > 0, rv, np.nan)
+                        inputs = {
+                            "log_vol": np.log(positive),
+                            "trend": values[-1:, index[f"logret_{trend_w}"]]
+                            / (positive * np.sqrt(trend_w)),
+                        }
+                    regimes = fitted["regimes"]
+                    probs = regimes.predict_proba_values(
+                        np.column_stack([inputs[c] for c in regimes.columns_]))[0]
+                value = float(probs[int(name.removeprefix("regime_"))])
+                out[name] = 1.0 / n_regimes if np.isnan(value) else value
+            elif name == "chronos_spread":
+                out[name] = fill["chronos_spread"] if np.isnan(spread) else spread
+            else:
+                raise ValueError(f"unknown ensemble extra input {name!r}")
+        return out
+
+    def _base_probabilities(
+        self, data: pd.DataFrame, targets: np.ndarray, position: np.ndarray, last_only: bool
+    ) -> tuple[pd.DataFrame, np.ndarray | None]:
+        columns, spread = {}, None
+        frames: dict[int, pd.DataFrame] = {}
+        for name in self.stacker.models:
+            model = self.base[name]
+            context = int(self.manifest["context_bars"].get(name, 0))
+            if context == 0:
+                rows = targets
+            else:  # only the rows a target row's window can reach
+                rows = np.flatnonzero(position <= position[targets].max() + context)
+            if context not in frames:
+                frames[context] = data.iloc[rows].reset_index(drop=True)
+            X = frames[context]
+            at = np.searchsorted(rows, targets)
+            if last_only and callable(getattr(model, "contexts", None)):
+                columns[name], chronos_spread = chronos_rows(model, X, at)
+                spread = chronos_spread if name == "chronos" else spread
+                continue
+            prob, extras = base_prediction(model, X)
+            columns[name] = prob[at]
+            if "spread" in extras and name == "chronos":
+                spread = extras["spread"][at]
+        return pd.DataFrame(columns), spread
+
+    def _extras(
+        self,
+        data: pd.DataFrame,
+        targets: np.ndarray,
+        spread: np.ndarray | None,
+        runs: list[tuple[str, slice]],
+    ) -> pd.DataFrame | None:
+        wanted = list(self.manifest["extras"])
+        if not wanted:
+            return None
+        fill = self.manifest["fill"]
+        n_regimes = int(self.manifest["n_regimes"])
+        vol_w, trend_w = int(self.manifest["vol_window"]), int(self.manifest["trend_window"])
+        garch_vol = np.full(len(data), np.nan)
+        regime_probs = np.full((len(data), n_regimes), np.nan)
+        is_target = np.zeros(len(data), dtype=bool)
+        is_target[targets] = True
+        returns = data["logret_1"].to_numpy(dtype=float)
+        rv = data[f"rv_{vol_w}"].to_numpy(dtype=float)
+        trend_ret = data[f"logret_{trend_w}"].to_numpy(dtype=float)
+        for series, rows in runs:
+            fitted = self.regimes[series]
+            _, vol = fitted["garch"].filter(returns[rows])  # the filter runs over the window
+            garch_vol[rows] = _ffill(vol)
+            mine = np.flatnonzero(is_target[rows]) + rows.start
+            with np.errstate(divide="ignore", invalid="ignore"):
+                positive = np.where(rv[mine] > 0, rv[mine], np.nan)
+                inputs = pd.DataFrame({
+                    "log_vol": np.log(positive),
+                    "trend": trend_ret[mine] / (positive * np.sqrt(trend_w)),
+                })
+            regime_probs[mine] = fitted["regimes"].predict_proba(inputs).to_numpy()
+        parts: dict[str, np.ndarray] = {}
+        for name in wanted:
+            if name == "garch_vol":
+                values = garch_vol[targets]
+                parts[name] = np.where(np.isnan(values), fill["garch_vol"], values)
+            elif name.startswith("regime_"):
+                values = regime_probs[targets, int(name.removeprefix("regime_"))]
+                parts[name] = np.where(np.isnan(values), 1.0 / n_regimes, values)
+            elif name == "chronos_spread":
+                values = spread if spread is not None else np.full(len(targets), np.nan)
+                parts[name] = np.where(np.isnan(values), fill["chronos_spread"], values)
+            else:
+                raise ValueError(f"unknown ensemble extra input {name!r}")
+        return pd.DataFrame(parts)
+
+    def accelerate(self) -> list[str]:
+        """Prepare the base models for one-row calls (the serving path): each model with an
+        ``accelerate()`` (Chronos: its network traced for one context and checked against
+        eager mode) is asked; the names of those that accepted. Answers do not change."""
+        done = []
+        for name in self.stacker.models:
+            prepare = getattr(self.base[name], "accelerate", None)
+            if prepare is not None and prepare():
+                done.append(name)
+        return done
+
+    # ---------------------------------------------------------------- persistence
+
+    def save(self, directory: str | Path) -> Path:
+        from candlecast.models.registry import save_model
+
+        target = Path(directory)
+        target.mkdir(parents=True, exist_ok=True)
+        for name, model in self.base.items():
+            save_model(model, target / "base" / name)
+        joblib.dump(self.stacker, target / "stacker.joblib")
+        joblib.dump(self.regimes, target / "regimes.joblib")
+        (target / _MANIFEST).write_text(json.dumps(self.manifest, indent=2, default=str))
+        return target
+
+    @classmethod
+    def load(cls, directory: str | Path) -> HorizonEnsemble:
+        from candlecast.models.registry import load_model
+
+        source = Path(directory)
+        manifest = json.loads((source / _MANIFEST).read_text())
+        stacker = joblib.load(source / "stacker.joblib")
+        base = {name: load_model(source / "base" / name) for name in stacker.models}
+        return cls(base, stacker, joblib.load(source / "regimes.joblib"), manifest)
+
+
+class Ensemble:
+    """The one deployable ensemble: a :class:`HorizonEnsemble` per horizon (see the module
+    docstring). ``manifest`` holds ``horizons``, ``primary_horizon``, ``return_scale`` (per
+    horizon), ``vol_fill`` (the training median of the GARCH forecast), and the bundled
+    ``policy``/``costs`` (plain dicts, validated by their users)."""
+
+    def __init__(self, members: dict[int, HorizonEnsemble], manifest: dict[str, Any]) -> None:
+        if not members:
+            raise ValueError("an ensemble needs at least one horizon")
+        primary = int(manifest["primary_horizon"])
+        if primary not in members:
+            raise ValueError(f"primary horizon {primary} has no stack; horizons {sorted(members)}")
+        scales = {int(h): float(v) for h, v in manifest["return_scale"].items()}
+        missing = [h for h in members if h not in scales]
+        if missing:
+            raise ValueError(f"no expected-return scale for horizons {missing}")
+        self.members = dict(sorted(members.items()))
+        self.manifest = manifest
+        self.primary = members[primary]
+        self._scales = scales
+
+    # the primary stack's layout is every stack's layout (same features, series, regimes)
+    @property
+    def horizons(self) -> list[int]:
+        return list(self.members)
+
+    @property
+    def primary_horizon(self) -> int:
+        return int(self.manifest["primary_horizon"])
+
+    @property
+    def series_column(self) -> str:
+        return self.primary.series_column
+
+    @property
+    def time_column(self) -> str:
+        return self.primary.time_column
+
+    @property
+    def feature_columns(self) -> list[str]:
+        return self.primary.feature_columns
+
+    @property
+    def input_columns(self) -> list[str]:
+        return self.primary.input_columns
+
+    @property
+    def window_rows(self) -> int:
+        return max(m.window_rows for m in self.members.values())
+
+    @property
+    def regimes(self) -> dict[str, dict[str, Any]]:
+        return self.primary.regimes
+
+    @property
+    def policy(self) -> dict[str, Any] | None:
+        """The decision policy bundled with the model (a ``PolicyConfig`` as a dict)."""
+        return self.manifest.get("policy")
+
+    @property
+    def costs(self) -> dict[str, Any] | None:
+        """The cost model the policy was chosen under (a ``CostConfig`` as a dict)."""
+        return self.manifest.get("costs")
+
+    def return_scale(self, horizon: int) -> float:
+        return self._scales[int(horizon)]
+
+    def _horizons(self, horizons: list[int] | tuple[int, ...] | None) -> list[int]:
+        if horizons is None:
+            return self.horizons
+        wanted = [int(h) for h in horizons]
+        unknown = [h for h in wanted if h not in self.members]
+        if unknown:
+            raise ValueError(f"horizons {unknown} are not in this ensemble {self.horizons}")
+        return wanted
+
+    # ---------------------------------------------------------------- predict
+
+    def predict(self, frame: pd.DataFrame, rows: str = "last",
+                horizons: list[int] | tuple[int, ...] | None = None) -> pd.DataFrame:
+        """The primary horizon's columns plus ``prob_up_<h>``, ``exp_ret_<h>`` per horizon and
+        ``volatility``, for the last row of each series (``rows="last"``) or every row."""
+        from candlecast.models.stacking import expected_return
+
+        wanted = self._horizons(horizons)
+        s, t = self.series_column, self.time_column
+        out = self.primary.predict(frame, rows=rows)
+        keys = pd.MultiIndex.from_frame(out[[s, t]])
+        vol = self._frame_volatility(frame, out)
+        out["volatility"] = vol
+        for h in wanted:
+            if h == self.primary_horizon:
+                prob = out["prob_up"].to_numpy(dtype=float)
+            else:
+                other = self.members[h].predict(frame, rows=rows)
+                prob = (other.set_index([s, t])["prob_up"].reindex(keys)
+                        .to_numpy(dtype=float))
+            out[f"prob_up_{h}"] = prob
+            out[f"exp_ret_{h}"] = expected_return(prob, vol, h, self._scales[h])
+        return out
+
+    def _frame_volatility(self, frame: pd.DataFrame, answers: pd.DataFrame) -> np.ndarray:
+        """The GARCH one-bar vol forecast at each answered row (filtered over the rows given,
+        as the stacks' ``garch_vol`` extra; NaN filled with the training median)."""
+        s, t = self.series_column, self.time_column
+        data = frame[[s, t, "logret_1"]].copy()
+        data[t] = pd.to_datetime(data[t], utc=True)
+        data = data.sort_values([s, t], kind="stable")
+        parts = []
+        for series, rows in data.groupby(s, sort=False):
+            _, vol = self.regimes[str(series)]["garch"].filter(
+                rows["logret_1"].to_numpy(dtype=float))
+            parts.append(pd.Series(_ffill(vol), index=pd.MultiIndex.from_frame(rows[[s, t]])))
+        keyed = pd.concat(parts)
+        answer_keys = answers[[s, t]].copy()
+        answer_keys[t] = pd.to_datetime(answer_keys[t], utc=True)
+        values = keyed.reindex(pd.MultiIndex.from_frame(answer_keys)).to_numpy(dtype=float)
+        return np.where(np.isnan(values), float(self.manifest["vol_fill"]), values)
+
+    def predict_last(self, series: str, ns: np.ndarray, values: np.ndarray,
+                     horizons: list[int] | tuple[int, ...] | None = None) -> dict[str, float]:
+        """The answer for the LAST row of ONE series from arrays (the serving path; see
+        :meth:`HorizonEnsemble.predict_last` for the inputs). ``horizons`` limits the work to
+        the stacks asked for (the service asks for the policy's horizon only); the primary
+        horizon's unsuffixed fields are always there."""
+        from candlecast.models.stacking import expected_return
+
+        wanted = self._horizons(horizons)
+        answer = self.primary.predict_last(series, ns, values)
+        index = self.primary._column_index()
+        vol = self.regimes[series]["garch"].last_forecast(
+            np.asarray(values, dtype=np.float64)[:, index["logret_1"]])
+        vol = float(self.manifest["vol_fill"]) if np.isnan(vol) else float(vol)
+        answer["volatility"] = vol
+        for h in wanted:
+            prob = answer["prob_up"] if h == self.primary_horizon else \
+                self.members[h].predict_last(series, ns, values)["prob_up"]
+            answer[f"prob_up_{h}"] = prob
+            answer[f"exp_ret_{h}"] = float(expected_return(np.array([prob]), np.array([vol]),
+                                                           h, self._scales[h])[0])
+        return answer
+
+    def accelerate(self) -> list[str]:
+        """:meth:`HorizonEnsemble.accelerate` for every stack; ``<model>@h<h>`` names."""
+        return [f"{name}@h{h}" for h, m in self.members.items() for name in m.accelerate()]
+
+    # ---------------------------------------------------------------- persistence
+
+    def save(self, directory: str | Path) -> Path:
+        target = Path(directory)
+        target.mkdir(parents=True, exist_ok=True)
+        for h, member in self.members.items():
+            member.save(target / f"h{h}")
+        (target / _BUNDLE).write_text(json.dumps(self.manifest, indent=2, default=str))
+        return target
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Ensemble:
+        source = Path(directory)
+        manifest = json.loads((source / _BUNDLE).read_text())
+        members = {int(h): HorizonEnsemble.load(source / f"h{h}") for h in manifest["horizons"]}
+        return cls(members, manifest)

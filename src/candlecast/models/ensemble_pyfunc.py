@@ -3,10 +3,12 @@
 Input: recent feature rows (``series_id``, ``event_timestamp`` as tz-naive UTC -- MLflow's
 ``datetime`` type has no zone and rejects tz-aware values -- and the feature columns), at
 least ``window_rows`` per series for the sequence models' context (declared in the model's
-metadata as ``{"candlecast": {"window_rows": N}}``). Output, for the last row of each series
-(``params={"rows": "all"}``: for every row): ``series_id, event_timestamp, prob_up`` (calibrated),
-``confidence``, ``disagreement``, ``prob_mean`` (the simple average), each base model's
-``prob_<model>`` and the extra inputs (``garch_vol``, ``regime_<k>``, ``chronos_spread``).
+metadata as ``{"candlecast": {"window_rows": N, "horizons": [...], "policy": {...}, ...}}``).
+Output, for the last row of each series (``params={"rows": "all"}``: for every row):
+``series_id, event_timestamp``, per horizon ``prob_up_<h>`` (calibrated) and ``exp_ret_<h>``,
+``volatility``, and the primary horizon's ``prob_up``, ``confidence``, ``disagreement``,
+``prob_mean`` (the simple average), each base model's ``prob_<model>`` and the extra inputs
+(``garch_vol``, ``regime_<k>``, ``chronos_spread``).
 """
 
 from __future__ import annotations
@@ -17,14 +19,14 @@ import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 
-class ZooEnsemblePyfunc(PythonModel):
-    """Loads a saved :class:`~candlecast.models.zoo_ensemble.ZooEnsemble` artifact folder."""
+class EnsemblePyfunc(PythonModel):
+    """Loads a saved :class:`~candlecast.models.ensemble.Ensemble` artifact folder."""
 
     def load_context(self, context: Any) -> None:
-        from candlecast.models.zoo_ensemble import ZooEnsemble
+        from candlecast.models.ensemble import Ensemble
 
-        self.ensemble = ZooEnsemble.load(context.artifacts["ensemble"])
-        threads = int(self.ensemble.manifest.get("torch_threads", 0) or 0)
+        self.ensemble = Ensemble.load(context.artifacts["ensemble"])
+        threads = int(self.ensemble.primary.manifest.get("torch_threads", 0) or 0)
         if threads:
             import torch
 

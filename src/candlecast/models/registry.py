@@ -77,7 +77,7 @@ def _lightgbm(section: LightGBMZooConfig, ctx: BuildContext) -> list[DirectionMo
     return [
         TunedLightGBMModel(
             section.model_only(ctx.horizon), section.tuning, name="lightgbm",
-            storage=storage, study_name=f"lightgbm-fold{ctx.fold}",
+            storage=storage, study_name=f"lightgbm-h{ctx.horizon}-fold{ctx.fold}",
         )
     ]
 
@@ -94,7 +94,8 @@ def _chronos(section: ChronosConfig, ctx: BuildContext) -> list[DirectionModel]:
     from candlecast.models.chronos_model import ChronosDirectionModel
 
     config = resolve_checkpoint(section, ctx.root)
-    config = config.model_copy(update={"output_dir": None, "show_progress": False})
+    config = config.model_copy(update={"output_dir": None, "show_progress": False,
+                                       "horizon": ctx.horizon})
     return [ChronosDirectionModel(config, name="chronos")]
 
 

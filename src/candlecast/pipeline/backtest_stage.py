@@ -1,12 +1,24 @@
-"""`backtest` stage: the model's out-of-sample signals through the risk engine, with costs,
-beside buy-and-hold and the baselines; metrics and curves for DVC, plots and trades to MLflow,
-a self-contained HTML report per series.
+"""`backtest` stage: the walk-forward policy on the ensemble's out-of-sample forecasts, through
+the risk engine with the full cost model, beside buy-and-hold and the rule baselines; the
+deflated Sharpe ratio and the PBO over every configuration tried.
 
-By default the model is the stacked ensemble and its predictions are its walk-forward
-out-of-fold P(up) (``models/ensemble/oof.parquet``: every row predicted by an ensemble fitted on
-earlier folds only). The trial universe -- every zoo model and the ensemble at every band of
-``backtest.trial_bands`` -- is backtested on the same bars for the probability of backtest
-overfitting and the deflated Sharpe ratio (:mod:`candlecast.backtest.trials`).
+Every scored fold (the ``policy`` stage's ``folds.json``) is traded with the policy chosen on
+the folds before it, in one account per series (positions carry across fold boundaries); the
+series' accounts together are the book. Beside it, on the same bars, costs and risk engine:
+buy-and-hold (no risk engine: the classic reference), volatility-targeted buy-and-hold, SMA
+crossover, Donchian breakout and time-series momentum (:mod:`candlecast.backtest.rules`).
+
+The trial universe -- every configuration any policy search tried, on the ensemble's and the
+simple average's forecasts -- is backtested on the same bars for the PBO and the spread of
+Sharpe ratios that deflates the policy's; the number of trials counts every search candidate,
+the universe, the rule baselines and the LightGBM tuning trials.
+
+Outputs: ``metrics/backtest/<strategy>.json`` (the book's headline numbers, one small file per
+strategy, so ``dvc metrics show`` is a readable table), ``metrics/backtest/overfitting.json``,
+``metrics/backtest/folds.json`` (the policy per scored fold), ``plots/backtest/{equity,
+drawdown}.csv`` (the book per strategy), ``reports/backtest/summary.json`` (everything, per
+series too, for ``candlecast report``) and ``reports/backtest/<series>/`` (HTML report, trades,
+decisions, per-series metrics); the PNGs and reports go to the ensemble's MLflow run.
 """
 
 from __future__ import annotations
@@ -14,181 +26,275 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
 import pandas as pd
 
-from candlecast.backtest import (
-    BacktestResult,
-    Lineage,
-    build_report,
-    buy_and_hold,
-    prepare_market,
-    run_event_driven,
-    run_vectorized,
-    write_report,
+from candlecast.backtest import BacktestResult, Lineage, build_report, buy_and_hold, write_report
+from candlecast.backtest.book import book_curve, book_equity, book_summary
+from candlecast.backtest.metrics import drawdown_curve, simple_returns
+from candlecast.backtest.overfitting import (
+    deflated_sharpe_ratio,
+    probability_of_backtest_overfitting,
 )
-from candlecast.backtest.signals import probability_signal, sign_signal
-from candlecast.backtest.trials import TrialSet, run_trials
+from candlecast.backtest.rules import rule_targets
+from candlecast.backtest.summary import equity_with_start, json_safe
+from candlecast.backtest.targets import TargetSeries, run_targets
 from candlecast.config import Params
-from candlecast.data.schema import SeriesId
 from candlecast.data.store import CandleStore
-from candlecast.feature_store.definitions import EVENT_TIMESTAMP, JOIN_KEY
+from candlecast.pipeline.decision_inputs import SeriesForecasts
 from candlecast.pipeline.paths import Paths
-from candlecast.pipeline.zoo_common import ZooPaths
+from candlecast.pipeline.policy_stage import ensemble_forecasts, policy_dir, series_forecasts
+from candlecast.pipeline.scoring import trade_forecasts
+from candlecast.pipeline.zoo_common import ZooPaths, fresh_dir, write_json
+from candlecast.policy import Policy, PolicyConfig, PolicyDecider
 from candlecast.tracking import configure_mlflow, git_commit
 
 log = logging.getLogger(__name__)
+POLICY = "policy"
+BUY_AND_HOLD = "buy_and_hold"
+RULES: tuple[str, ...] = ("vol_target_hold", "sma_crossover", "donchian", "tsmom")
+STRATEGIES: tuple[str, ...] = (POLICY, BUY_AND_HOLD, *RULES)
+#: the headline numbers per strategy in metrics/backtest/<strategy>.json
+HEADLINE = ("total_return", "sharpe", "calmar", "max_drawdown", "trade_count", "exposure",
+            "annual_turnover")
+PBO_BLOCKS = 16
 
 
-def _series_inputs(
-    paths: Paths, series: SeriesId, predictions: pd.DataFrame, features: pd.DataFrame
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The candles of the prediction period and the aligned predictions/features per candle."""
-    mine = predictions[predictions[JOIN_KEY] == series.key]
-    if mine.empty:
-        raise ValueError(f"no predictions for {series.key}")
-    candles = CandleStore(paths.validated).read(series)
-    start = mine[EVENT_TIMESTAMP].min() - series.step
-    candles = candles[candles["timestamp"] >= start].reset_index(drop=True)
-    close_time = candles["timestamp"] + series.step
-    aligned = pd.DataFrame({EVENT_TIMESTAMP: close_time})
-    aligned = aligned.merge(mine[[EVENT_TIMESTAMP, "prob_up"]], on=EVENT_TIMESTAMP, how="left")
-    feats = features[features[JOIN_KEY] == series.key]
-    aligned = aligned.merge(
-        feats[[EVENT_TIMESTAMP, "atr", "logret_1", "ema_dist_20"]], on=EVENT_TIMESTAMP, how="left"
-    )
-    return candles, aligned
+def fold_policies(root: Path) -> dict[int, PolicyConfig | None]:
+    """The policy chosen for each scored fold (None: flat)."""
+    path = policy_dir(root) / "folds.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing; run the policy stage first")
+    return {int(k): None if v["flat"] else PolicyConfig.model_validate(v["policy"])
+            for k, v in json.loads(path.read_text()).items()}
 
 
-def backtest_series(
-    params: Params, candles: pd.DataFrame, aligned: pd.DataFrame, model_name: str
-) -> list[BacktestResult]:
-    """Model (event-driven, full risk engine) first, then buy-and-hold and the baselines."""
-    cfg = params.backtest
-    market = prepare_market(candles, candles["timeframe"].iloc[0])
-    prob = aligned["prob_up"].to_numpy()
-    signal = probability_signal(prob, cfg.band, cfg.run.allow_short)
-    side_prob = np.where(signal >= 0, prob, 1.0 - prob)
-    results = [
-        run_event_driven(
-            market, signal, params.risk, params.costs, cfg.run,
-            atr=aligned["atr"].to_numpy(), probability=side_prob, name=model_name,
-        ),
-        buy_and_hold(market, params.costs, cfg.run),
-    ]
-    for name, column in (("persistence", "logret_1"), ("momentum", "ema_dist_20")):
-        baseline = sign_signal(aligned[column].to_numpy(), cfg.run.allow_short)
-        results.append(run_vectorized(market, baseline, params.costs, cfg.run, name=name))
-    return results
+def tried_configs(root: Path) -> tuple[list[PolicyConfig], int]:
+    """Every distinct configuration the policy searches tried, and how many candidates they
+    evaluated in all (repeats included)."""
+    path = policy_dir(root) / "trials.csv"
+    trials = pd.read_csv(path) if path.exists() else pd.DataFrame()
+    if trials.empty or "config" not in trials.columns:
+        return [], 0
+    distinct = trials.drop_duplicates("label")
+    return [PolicyConfig.model_validate_json(c) for c in distinct["config"]], len(trials)
 
 
-def load_predictions(path: Path, model: str | None = None) -> pd.DataFrame:
-    """Out-of-sample P(up) rows (``series_id``, ``event_timestamp``, ``prob_up``, ``model``) of
-    a hold-out predictions file (test split only) or a walk-forward OOF file (``series`` /
-    ``timestamp`` columns); ``model`` keeps one model's rows."""
-    frame = pd.read_parquet(path).rename(columns={"series": JOIN_KEY, "timestamp": EVENT_TIMESTAMP})
-    if "split" in frame.columns:
-        frame = frame[frame["split"] == "test"]
-    if "model" not in frame.columns:
-        frame = frame.assign(model=model or path.parent.name)
-    if model is not None:
-        frame = frame[frame["model"] == model]
-        if frame.empty:
-            raise ValueError(f"{path} has no predictions of model {model!r}")
-    return frame[[JOIN_KEY, EVENT_TIMESTAMP, "model", "prob_up"]].reset_index(drop=True)
+def _rule_results(params: Params, store: CandleStore, series: SeriesForecasts, rows: np.ndarray,
+                  market: Any, atr: np.ndarray) -> list[BacktestResult]:
+    """The rule baselines on ``market``'s bars, decided on the full history before them."""
+    history = store.read(series.series)
+    close_time = history["timestamp"] + series.series.step
+    vol = (pd.Series(series.forecasts[min(series.forecasts)][1][rows],
+                     index=pd.DatetimeIndex(market.timestamps + series.series.step)))
+    targets = rule_targets(history["high"].to_numpy(), history["low"].to_numpy(),
+                           history["close"].to_numpy(),
+                           vol.reindex(close_time).to_numpy(dtype=float),
+                           params.backtest.rules, market.bars_per_year)
+    at = pd.Index(history["timestamp"]).get_indexer(market.timestamps)
+    if (at < 0).any():
+        raise ValueError(f"{series.key}: backtest bars missing from the candle store")
+    out = []
+    for name in RULES:
+        decider = TargetSeries(np.clip(targets[name][at], -1.0, 1.0),
+                               params.backtest.rules.min_change, reason=name)
+        out.append(run_targets(market, decider, params.risk, params.costs, params.backtest.run,
+                               atr=atr, name=name))
+    return out
 
 
-def trial_predictions(params: Params, paths: Paths) -> pd.DataFrame:
-    """Every zoo model's and the ensemble file's OOF predictions: the trial universe."""
-    zoo = ZooPaths(paths.root)
-    files = [zoo.model_dir(name) / "oof.parquet" for name in params.models.run]
-    files.append(paths.root / params.backtest.predictions)
-    frames = [load_predictions(f) for f in dict.fromkeys(files) if f.exists()]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+def _universe(params: Params, configs: list[PolicyConfig], market: Any, atr: np.ndarray,
+              forecasts: dict[str, dict[int, tuple[np.ndarray, ...]]]) -> dict[str, np.ndarray]:
+    """Equity per bar of every (model, configuration) of the trial universe on ``market``."""
+    curves = {}
+    for model, by_horizon in forecasts.items():
+        for config in configs:
+            er, vol, prob = by_horizon[config.horizon]
+            policy = Policy(config, params.costs, market.bars_per_year)
+            result = run_targets(market, PolicyDecider(policy, er, vol, prob), params.risk,
+                                 params.costs, params.backtest.run, config.execution, atr=atr,
+                                 record_targets=False)
+            curves[f"{model}:{config.label()}"] = result.equity
+    return curves
 
 
-def series_trials(params: Params, candles: pd.DataFrame, aligned: pd.DataFrame,
-                  trials: pd.DataFrame, series: SeriesId) -> TrialSet | None:
-    """The trial universe on this series' bars (None if it has fewer than two trials)."""
-    mine = trials[trials[JOIN_KEY] == series.key]
-    probabilities = {}
-    for model, rows in mine.groupby("model", sort=True):
-        merged = aligned[[EVENT_TIMESTAMP]].merge(
-            rows[[EVENT_TIMESTAMP, "prob_up"]], on=EVENT_TIMESTAMP, how="left",
-            validate="one_to_one")
-        probabilities[str(model)] = merged["prob_up"].to_numpy()
-    if len(probabilities) * len(params.backtest.trial_bands) < 2:
-        return None
-    market = prepare_market(candles, candles["timeframe"].iloc[0])
-    return run_trials(market, probabilities, params.backtest.trial_bands, params.costs,
-                      params.backtest.run)
-
-
-def n_trials(params: Params, trials: TrialSet | None) -> int:
-    """Configurations tried: ``backtest.n_trials`` if set, else the trial universe plus the
-    Optuna trials of the LightGBM tuning (each a configuration we chose among)."""
+def n_trials(params: Params, candidates: int, universe: int) -> int:
+    """Configurations tried: ``backtest.n_trials`` if set, else every policy-search candidate,
+    the PBO universe, the rule baselines and the LightGBM Optuna trials (each a configuration
+    chosen among)."""
     if params.backtest.n_trials is not None:
         return params.backtest.n_trials
-    universe = trials.n_trials if trials is not None else 1
     tuning = params.models.lightgbm.tuning
     tuned = tuning.n_trials if "lightgbm" in params.models.run and tuning.enabled else 0
-    return universe + max(tuned - 1, 0)
+    return max(1, candidates + universe + len(RULES) + max(tuned - 1, 0))
 
 
 def run_backtest(params: Params, paths: Paths) -> dict[str, object]:
-    cfg = params.backtest
-    source = paths.root / cfg.predictions
-    if not source.exists():
-        raise FileNotFoundError(f"backtest.predictions {source} is missing; run the stage that "
-                                "writes it first (dvc repro)")
-    predictions = load_predictions(source, cfg.model)
-    trials = trial_predictions(params, paths)
-    features = pd.read_parquet(paths.features)
-    run_info = _model_run(paths, cfg.run_info)
-    data_version = (run_info.get("lineage", {}).get("data_version")
-                    or run_info.get("evaluation", {}).get("eval.data_version", "unknown"))
+    rows, folds = ensemble_forecasts(params, paths)
+    policies = fold_policies(paths.root)
+    scored = sorted(policies)
+    inputs = series_forecasts(params, paths, rows)
+    oof = pd.read_parquet(ZooPaths(paths.root).ensemble_dir / "oof.parquet")
+    average = series_forecasts(params, paths, oof[oof["model"] == "simple_average"])
+    configs, candidates = tried_configs(paths.root)
+    store = CandleStore(paths.validated)
+    run_info = _model_run(paths, params.backtest.run_info)
     lineage = Lineage(
-        data_version=data_version,
+        data_version=run_info.get("data_version", "unknown"),
         git_commit=git_commit(paths.root),
         model_run_id=run_info.get("mlflow_run_id", "unknown"),
-        params={"params_hash": params.hash(), "backtest": cfg.model_dump(mode="json")},
+        params={"params_hash": params.hash(), "backtest": params.backtest.model_dump(mode="json"),
+                "policy": params.policy.model_dump(mode="json")},
     )
-    out_root = paths.root / "reports" / "backtest"
-    summary: dict[str, object] = {}
-    primary_dir: Path | None = None
-    for series in params.ingest.series:
-        candles, aligned = _series_inputs(paths, series, predictions, features)
-        results = backtest_series(params, candles, aligned, cfg.model)
-        universe = series_trials(params, candles, aligned, trials, series)
+    out_root = fresh_dir(paths.root / "reports" / "backtest")
+    by_strategy: dict[str, list[BacktestResult]] = {name: [] for name in STRATEGIES}
+    universe: dict[str, list[BacktestResult]] = {}
+    per_series: dict[str, Any] = {}
+    _, traded = trade_forecasts(params, paths, rows, policies, POLICY, inputs)
+    for series, simple in zip(inputs, average, strict=True):
+        idx = series.rows(scored)
+        market = series.market(idx)
+        atr = series.features["atr"].to_numpy(dtype=float)[idx]
+        forecasts = {h: tuple(a[idx] for a in arrays) for h, arrays in series.forecasts.items()}
+        policy = traded[series.key]
+        results = [policy, buy_and_hold(market, params.costs, params.backtest.run),
+                   *_rule_results(params, store, series, idx, market, atr)]
+        for result in results:
+            by_strategy[result.name].append(result)
+        curves = _universe(params, configs, market, atr, {
+            "ensemble": forecasts,
+            "simple_average": {h: tuple(a[idx] for a in arrays)
+                               for h, arrays in simple.forecasts.items()},
+        })
+        for name, equity in curves.items():
+            universe.setdefault(name, []).append(
+                BacktestResult(name, market.symbol, market.timestamps, market.close, equity,
+                               np.zeros(market.n), np.zeros(market.n),
+                               params.backtest.run.initial_equity, market.bars_per_year,
+                               policy.log.__class__()))
+        trial_returns = (np.column_stack([simple_returns(np.concatenate(
+            [[params.backtest.run.initial_equity], e])) for e in curves.values()])
+            if len(curves) >= 2 else None)
+        sharpes = _sharpes(trial_returns)
         report = build_report(
-            results, lineage, n_trials=n_trials(params, universe), title=f"{series.key}",
-            trial_sharpes=None if universe is None else universe.sharpes,
-            trial_returns=None if universe is None else universe.returns,
-        )
-        series_dir = out_root / series.key.replace("/", "-").replace(":", "_")
-        write_report(report, series_dir)
-        primary_dir = primary_dir or series_dir
-        overfitting = dict(report.metrics["overfitting"])
-        if universe is not None:
-            overfitting["trials"] = list(universe.names)
-        summary[series.key] = {
-            name: {k: values.get(k) for k in _DVC_KEYS}
+            results, lineage, n_trials=n_trials(params, candidates, len(curves)),
+            title=f"{series.key}: walk-forward policy vs baselines (net of costs)",
+            trial_sharpes=sharpes, trial_returns=trial_returns, pbo_blocks=PBO_BLOCKS)
+        folder = out_root / series.key.replace("/", "-").replace(":", "_")
+        write_report(report, folder)
+        policy.decisions.to_csv(folder / "decisions.csv", index=False)
+        per_series[series.key] = {
+            name: {k: values.get(k) for k in (*HEADLINE, "costs_paid")}
             for name, values in report.metrics["strategies"].items()
-        } | {"overfitting": overfitting}
-        log.info("backtest %s: %s", series.key, summary[series.key][cfg.model])
-    paths.metrics.mkdir(parents=True, exist_ok=True)
-    (paths.metrics / "backtest.json").write_text(json.dumps(summary, indent=2) + "\n")
-    assert primary_dir is not None
-    for name in ("equity.csv", "drawdown.csv"):
-        (paths.plots / f"backtest_{name}").write_bytes((primary_dir / name).read_bytes())
+        } | {"overfitting": report.metrics["overfitting"]}
+    books = {name: book_summary(results) for name, results in by_strategy.items()}
+    overfitting = _book_overfitting(params, by_strategy[POLICY], universe, candidates)
+    fold_rows = _fold_rows(by_strategy, inputs, scored, policies)
+    _write_outputs(paths, books, overfitting, fold_rows, by_strategy)
+    summary = json_safe({
+        "strategies": list(STRATEGIES), "book": books, "series": per_series,
+        "overfitting": overfitting, "folds": fold_rows,
+        "window": {"start": str(by_strategy[POLICY][0].timestamps[0]),
+                   "end": str(by_strategy[POLICY][0].timestamps[-1]), "scored_folds": scored},
+    })
+    write_json(out_root / "summary.json", summary)
     _log_to_mlflow(params, paths, run_info, out_root)
-    return summary
+    log.info("backtest book: policy %s | buy-and-hold %s", books[POLICY], books[BUY_AND_HOLD])
+    return {"book": {k: {m: v.get(m) for m in HEADLINE} for k, v in books.items()},
+            "overfitting": overfitting}
 
 
-_DVC_KEYS = ("total_return", "annualized_return", "sharpe", "sortino", "calmar", "max_drawdown",
-             "trade_count", "win_rate", "profit_factor", "exposure", "costs_paid", "final_equity")
+def _sharpes(returns: np.ndarray | None) -> np.ndarray | None:
+    if returns is None:
+        return None
+    std = returns.std(axis=0, ddof=1)
+    return np.divide(returns.mean(axis=0), std, out=np.zeros(returns.shape[1]), where=std > 0)
+
+
+def _book_overfitting(params: Params, policy: list[BacktestResult],
+                      universe: dict[str, list[BacktestResult]], candidates: int
+                      ) -> dict[str, Any]:
+    """The deflated Sharpe of the policy's book over ``n_trials`` and the PBO (CSCV) of the
+    universe's books."""
+    returns = simple_returns(book_equity(policy))
+    matrix = (np.column_stack([simple_returns(book_equity(r)) for r in universe.values()])
+              if len(universe) >= 2 else None)
+    trials = n_trials(params, candidates, len(universe))
+    out: dict[str, Any] = {"n_trials": trials, "universe": len(universe),
+                           "search_candidates": candidates}
+    if len(returns) >= 3 and np.std(returns) > 0:
+        out["deflated_sharpe"] = deflated_sharpe_ratio(returns, trials,
+                                                       trial_sharpes=_sharpes(matrix))
+    else:
+        out["deflated_sharpe"] = {"dsr": None, "note": "the policy never traded"}
+    if matrix is not None:
+        pbo = probability_of_backtest_overfitting(matrix, PBO_BLOCKS)
+        out["pbo"], out["pbo_splits"] = pbo["pbo"], pbo["n_splits"]
+    return out
+
+
+def _fold_rows(by_strategy: dict[str, list[BacktestResult]], inputs: list[SeriesForecasts],
+               scored: list[int], policies: dict[int, PolicyConfig | None]) -> list[dict]:
+    """Per scored fold: the policy used and every strategy's book return and Sharpe there."""
+    from candlecast.backtest.metrics import max_drawdown, sharpe_ratio
+
+    rows = []
+    curves = {name: book_curve(results) for name, results in by_strategy.items()}
+    for fold in scored:
+        times = [s.market(s.rows([fold])).timestamps for s in inputs]
+        start, end = min(t[0] for t in times), max(t[-1] for t in times)
+        row: dict[str, Any] = {"fold": fold, "start": str(start), "end": str(end),
+                               "policy": "flat" if policies[fold] is None
+                               else policies[fold].label()}
+        for name, curve in curves.items():
+            before = curve[curve.index < start]
+            base = before.iloc[-1] if len(before) else curve.iloc[0]
+            part = curve[(curve.index >= start) & (curve.index <= end)].to_numpy()
+            equity = np.concatenate([[base], part])
+            row[f"{name}.return"] = float(equity[-1] / equity[0] - 1.0)
+            row[f"{name}.sharpe"] = sharpe_ratio(simple_returns(equity),
+                                                 by_strategy[name][0].bars_per_year)
+            row[f"{name}.max_drawdown"] = max_drawdown(equity)
+        rows.append(row)
+    return rows
+
+
+def _write_outputs(paths: Paths, books: dict[str, dict[str, Any]], overfitting: dict[str, Any],
+                   folds: list[dict], by_strategy: dict[str, list[BacktestResult]]) -> None:
+    metrics = paths.metrics / "backtest"
+    if metrics.exists():
+        for old in metrics.glob("*.json"):
+            old.unlink()
+    metrics.mkdir(parents=True, exist_ok=True)
+    for name, values in books.items():
+        headline = {k: values.get(k) for k in HEADLINE}
+        headline["costs_paid"] = values["costs_paid"]["total"]
+        write_json(metrics / f"{name}.json", json_safe(headline))
+    dsr = overfitting.get("deflated_sharpe", {})
+    write_json(metrics / "overfitting.json", json_safe({
+        "n_trials": overfitting["n_trials"], "universe": overfitting["universe"],
+        "dsr": dsr.get("dsr"), "pbo": overfitting.get("pbo")}))
+    write_json(metrics / "folds.json", json_safe({
+        f"fold_{r['fold']}": {"policy": r["policy"], "return": r["policy.return"],
+                              "sharpe": r["policy.sharpe"],
+                              "buy_and_hold_return": r["buy_and_hold.return"]}
+        for r in folds}))
+    book = book_curve(by_strategy[POLICY])
+    pd.DataFrame({"timestamp": book.index, "equity": book.to_numpy()}).to_parquet(
+        paths.root / "reports" / "backtest" / "policy_book.parquet", index=False)
+    plots = paths.plots / "backtest"
+    plots.mkdir(parents=True, exist_ok=True)
+    curves = pd.DataFrame({name: book_curve(results) for name, results in by_strategy.items()})
+    curves = curves.ffill()
+    step = max(1, len(curves) // 2000)  # a readable plot: at most ~2,000 points
+    sampled = curves.iloc[::step]
+    sampled.reset_index(drop=True).rename_axis("step").to_csv(plots / "equity.csv")
+    drawdown = pd.DataFrame({c: drawdown_curve(curves[c].to_numpy()) for c in curves},
+                            index=curves.index).iloc[::step]
+    drawdown.reset_index(drop=True).rename_axis("step").to_csv(plots / "drawdown.csv")
 
 
 def _model_run(paths: Paths, run_info: str) -> dict:
@@ -203,7 +309,11 @@ def _log_to_mlflow(params: Params, paths: Paths, run_info: dict, out_root: Path)
     configure_mlflow(params.mlflow.tracking_uri, params.mlflow.artifact_root,
                      params.mlflow.experiment, paths.root)
     with mlflow.start_run(run_id=run_id):
+        mlflow.log_artifact(str(out_root / "summary.json"), "backtest")
         for folder in sorted(p for p in out_root.iterdir() if p.is_dir()):
             for name in ("equity_drawdown.png", "trades.csv", "report.html", "metrics.json"):
                 if (folder / name).exists():
                     mlflow.log_artifact(str(folder / name), f"backtest/{folder.name}")
+
+
+__all__ = ["equity_with_start", "run_backtest"]

@@ -4,8 +4,8 @@ The headline table pools the folds that EVERY model (the ensemble included) pred
 sample (``evaluated_folds``: the ensemble needs earlier folds to train on), so all rows of the
 table rest on the same bars; per-fold numbers cover every fold. Writes:
 
-* ``metrics/models.json`` (DVC metrics): pooled metrics per model, log loss/AUC/PnL per fold and
-  per regime, the champion decision;
+* ``metrics/models/<model>@h<h>.json`` (DVC metrics): the pooled out-of-sample headline numbers,
+  one small file per model and label horizon (every table is per horizon);
 * ``reports/models/``: ``comparison.csv`` (all metrics, pooled), ``comparison_all_folds.csv``
   (base models over all folds), ``per_fold.csv``, ``per_regime.csv``, ``calibration.csv``;
 * ``plots/models/``: ``calibration.png``, ``metric_by_fold.png`` and per-model calibration
@@ -52,6 +52,9 @@ HEADLINE: tuple[str, ...] = (
     "top_decile_accuracy", "pnl_net", "turnover",
 )
 DETAIL: tuple[str, ...] = ("log_loss", "auc", "pnl_net")
+#: what each metrics/models/<model>@h<h>.json holds
+HEADLINE_FILE: tuple[str, ...] = ("log_loss", "auc", "accuracy", "ic", "ece",
+                                  "top_decile_accuracy", "pnl_net")
 _COLUMNS = ["model", "family", "fold", "series", "timestamp", "y", "prob_up", "ret"]
 
 
@@ -96,89 +99,78 @@ def run_compare(params: Params, paths: Paths) -> dict[str, object]:
     ensemble = pd.read_parquet(zoo_paths.ensemble_dir / "oof.parquet")
     summary = json.loads((zoo_paths.ensemble_dir / "summary.json").read_text())
     regime = pd.read_parquet(zoo_paths.regime_dir / "regime.parquet")
-    predictions = pd.concat([base[_COLUMNS], ensemble[_COLUMNS]], ignore_index=True)
-    predictions = attach_regimes(predictions, regime)
-    evaluated = [int(f) for f in summary["evaluated_folds"]]
-    tables = comparison_tables(predictions, failures, evaluated, params)
+    tables: dict[str, list[pd.DataFrame]] = {}
+    evaluated_by: dict[int, list[int]] = {}
+    primary = params.label_horizon
+    common = pd.DataFrame()
+    for horizon in params.models.horizons:
+        rows = pd.concat([base.loc[base["horizon"] == horizon, _COLUMNS],
+                          ensemble.loc[ensemble["horizon"] == horizon, _COLUMNS]],
+                         ignore_index=True)
+        rows = attach_regimes(rows, regime)
+        evaluated = [int(f) for f in summary["by_horizon"][str(horizon)]["evaluated_folds"]]
+        evaluated_by[horizon] = evaluated
+        failed = failures[failures["horizon"] == horizon].drop(columns=["horizon"])
+        for name, table in comparison_tables(rows, failed, evaluated, params).items():
+            table.insert(0, "horizon", horizon)
+            tables.setdefault(name, []).append(table)
+        if horizon == primary:
+            common = rows[rows["fold"].isin(evaluated)]
+    merged = {name: pd.concat(parts, ignore_index=True) for name, parts in tables.items()}
 
     reports = fresh_dir(zoo_paths.reports)
     plots = fresh_dir(zoo_paths.plots)
-    tables["pooled"].to_csv(reports / "comparison.csv", index=False)
-    tables["all_folds"].to_csv(reports / "comparison_all_folds.csv", index=False)
-    tables["per_fold"].to_csv(reports / "per_fold.csv", index=False)
-    tables["per_regime"].to_csv(reports / "per_regime.csv", index=False)
-    common = predictions[predictions["fold"].isin(evaluated)]
+    merged["pooled"].to_csv(reports / "comparison.csv", index=False)
+    merged["all_folds"].to_csv(reports / "comparison_all_folds.csv", index=False)
+    merged["per_fold"].to_csv(reports / "per_fold.csv", index=False)
+    merged["per_regime"].to_csv(reports / "per_regime.csv", index=False)
     curves = _calibration(common, params.evaluate.calibration_bins)
     curves.to_csv(reports / "calibration.csv", index=False)
     (plots / "calibration").mkdir()
     for model, curve in curves.groupby("model", sort=False):
         curve.drop(columns="model").to_csv(plots / "calibration" / f"{model}.csv", index=False)
     _plot_calibration(curves, plots / "calibration.png")
-    _plot_by_fold(tables["per_fold"], plots / "metric_by_fold.png")
-
-    metrics = _metrics_json(tables, evaluated, summary, params, len(zoo.folds))
-    write_json(zoo_paths.metrics_file, metrics)
+    primary_fold = merged["per_fold"][merged["per_fold"]["horizon"] == primary]
+    _plot_by_fold(primary_fold.drop(columns=["horizon"]), plots / "metric_by_fold.png")
+    _write_metrics(zoo_paths, merged["pooled"], evaluated_by, params)
 
     run = zoo_run(params, paths, zoo)
-    pooled = tables["pooled"].set_index("model")
+    pooled = merged["pooled"].set_index(["horizon", "model"])
     log_run(
         run.parent_id,
-        metrics={f"{name}.{model}": pooled.loc[model, name]
-                 for model in pooled.index for name in ("log_loss", "auc", "accuracy", "pnl_net")},
-        tags={"champion.decision": summary["decision"]["alias"],
-              "champion.version": summary.get("registered_version", ""),
-              "evaluated_folds": ",".join(map(str, evaluated))},
+        metrics={f"{name}.{model}.h{h}": pooled.loc[(h, model), name]
+                 for h, model in pooled.index for name in ("log_loss", "auc", "ic")},
+        tags={"evaluated_folds": ",".join(map(str, evaluated_by[primary]))},
     )
     with mlflow.start_run(run_id=run.parent_id):
         mlflow.log_artifacts(str(reports), artifact_path="comparison")
         mlflow.log_artifact(str(plots / "calibration.png"), "plots")
         mlflow.log_artifact(str(plots / "metric_by_fold.png"), "plots")
-        mlflow.log_artifact(str(zoo_paths.metrics_file), "comparison")
-    best = pooled["log_loss"].astype(float).idxmin()
-    log.info("compare: best pooled log loss %s (%.5f)", best, pooled.loc[best, "log_loss"])
-    return {"models": list(pooled.index), "evaluated_folds": evaluated, "best_log_loss": best,
+    at_primary = merged["pooled"][merged["pooled"]["horizon"] == primary].set_index("model")
+    best = at_primary["log_loss"].astype(float).idxmin()
+    log.info("compare: best pooled log loss at h%d %s (%.5f)", primary, best,
+             at_primary.loc[best, "log_loss"])
+    return {"models": list(at_primary.index), "horizons": list(params.models.horizons),
+            "evaluated_folds": evaluated_by[primary], "best_log_loss": best,
             "mlflow_parent_run_id": run.parent_id}
 
 
-def _metrics_json(
-    tables: dict[str, pd.DataFrame], evaluated: list[int], summary: dict, params: Params,
-    n_folds: int,
-) -> dict[str, object]:
-    pooled = tables["pooled"].set_index("model")
-    models = {
-        model: {
-            **{name: _value(pooled.loc[model, name]) for name in HEADLINE},
-            "n": _value(pooled.loc[model, "n"]),
-            "n_failed_folds": _value(pooled.loc[model, "n_failed_folds"]),
-        }
-        for model in pooled.index
-    }
-    by_fold: dict[str, dict[str, dict[str, float | None]]] = {}
-    for _, row in tables["per_fold"].iterrows():
-        entry = {name: _value(row[name]) for name in DETAIL}
-        entry["failed"] = row["status"] == "failed"  # type: ignore[assignment]
-        by_fold.setdefault(row["model"], {})[f"fold_{int(row['fold'])}"] = entry
-    by_regime: dict[str, dict[str, dict[str, float | None]]] = {}
-    for _, row in tables["per_regime"].iterrows():
-        by_regime.setdefault(row["model"], {})[f"regime_{row['regime']}"] = {
-            name: _value(row[name]) for name in (*DETAIL, "n")
-        }
-    decision = summary["decision"]
-    return {
-        "evaluated_folds": evaluated,
-        "n_folds": n_folds,
-        "cost_bps": params.evaluate.cost_bps,
-        "models": models,
-        "by_fold": by_fold,
-        "by_regime": by_regime,
-        "champion": {
-            "decision": decision["alias"],
-            "version": summary.get("registered_version"),
-            "basis": decision["basis"],
-            "new_log_loss": _value(decision["new_log_loss"]),
-            "champion_log_loss": _value(decision["champion_log_loss"]),
-        },
-    }
+def _write_metrics(zoo_paths: ZooPaths, pooled: pd.DataFrame, evaluated: dict[int, list[int]],
+                   params: Params) -> None:
+    """One small file per model and horizon (``metrics/models/<model>@h<h>.json``: the pooled
+    out-of-sample headline numbers), so ``dvc metrics show`` is a table of models."""
+    folder = zoo_paths.metrics_dir
+    if folder.exists():
+        for old in folder.glob("*.json"):
+            old.unlink()
+    folder.mkdir(parents=True, exist_ok=True)
+    for _, row in pooled.iterrows():
+        h = int(row["horizon"])
+        write_json(folder / f"{row['model']}@h{h}.json", {
+            **{name: _value(row[name]) for name in HEADLINE_FILE},
+            "n": _value(row["n"]), "folds": ",".join(map(str, evaluated[h])),
+            "cost_bps": params.evaluate.cost_bps,
+        })
 
 
 def _calibration(predictions: pd.DataFrame, bins: int) -> pd.DataFrame:

@@ -21,7 +21,7 @@ import pandas as pd
 
 from candlecast.config import Params, check_deferred
 from candlecast.data.store import write_parquet_atomic
-from candlecast.models.zoo_ensemble import regime_inputs
+from candlecast.models.ensemble import regime_inputs
 from candlecast.pipeline.paths import Paths
 from candlecast.pipeline.zoo_common import (
     SERIES,

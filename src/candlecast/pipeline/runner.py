@@ -16,10 +16,11 @@ from candlecast.pipeline.paths import Paths
 
 ZOO_STAGES: tuple[str, ...] = ("regime", "train-model", "ensemble", "compare")
 STAGES: tuple[str, ...] = (
-    "ingest", "validate", "features", "feature-store", "train", "evaluate", "backtest", "package"
+    "ingest", "validate", "features", "feature-store", "train", "evaluate", "policy",
+    "backtest", "register", "package"
 )
 #: the stages after the zoo (they read the ensemble's out-of-sample predictions / the champion)
-AFTER_ZOO: tuple[str, ...] = ("backtest", "package")
+AFTER_ZOO: tuple[str, ...] = ("policy", "backtest", "register", "package")
 ALL_STAGES: tuple[str, ...] = STAGES + ZOO_STAGES
 #: Stages that take one argument (the model name).
 PARAMETRIC_STAGES: frozenset[str] = frozenset({"train-model"})
@@ -35,7 +36,9 @@ _FUNCTIONS = {
     "train-model": "candlecast.pipeline.zoo_stage:run_train_model",
     "ensemble": "candlecast.pipeline.ensemble_stage:run_ensemble",
     "compare": "candlecast.pipeline.compare_stage:run_compare",
+    "policy": "candlecast.pipeline.policy_stage:run_policy",
     "backtest": "candlecast.pipeline.backtest_stage:run_backtest",
+    "register": "candlecast.pipeline.register_stage:run_register",
     "package": "candlecast.pipeline.package_stage:run_package",
 }
 

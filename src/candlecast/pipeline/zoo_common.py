@@ -10,7 +10,7 @@ import json
 import logging
 import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +61,8 @@ class ZooPaths:
         return self.root / "reports" / "models"
 
     @property
-    def metrics_file(self) -> Path:
-        return self.root / "metrics" / "models.json"
+    def metrics_dir(self) -> Path:
+        return self.root / "metrics" / "models"
 
     @property
     def plots(self) -> Path:
@@ -79,13 +79,42 @@ def fresh_dir(path: Path) -> Path:
 
 @dataclass(frozen=True)
 class ZooData:
-    """The labelled rows the models train and test on, all rows (context), folds, columns."""
+    """The labelled rows the models train and test on, all rows (context), folds, columns.
+
+    ``data``, ``folds`` and ``spec`` are those of ``train.label``'s horizon; :meth:`horizon`
+    gives any zoo horizon's rows, folds (the same fold windows, purged by the longest horizon)
+    and label columns.
+    """
 
     data: pd.DataFrame
     history: pd.DataFrame
     folds: list[Fold]
     spec: DataSpec
     data_version: str
+    horizons: tuple[int, ...] = (1,)
+
+    def horizon(self, h: int) -> tuple[pd.DataFrame, list[Fold], DataSpec]:
+        """Rows labelled at horizon ``h``, the folds restricted to them, and the spec naming
+        ``label_up_<h>`` / ``fwd_logret_<h>``."""
+        if h not in self.horizons:
+            raise ValueError(f"horizon {h} is not a zoo horizon {list(self.horizons)}")
+        label, target = label_columns(h)
+        keep = self.data[label].notna().to_numpy()
+        return (self.data[keep].reset_index(drop=True), restrict_folds(self.folds, keep),
+                replace(self.spec, label=label, target_return=target))
+
+
+def label_columns(h: int) -> tuple[str, str]:
+    """The direction label and forward log return of horizon ``h``."""
+    return f"label_up_{h}", f"fwd_logret_{h}"
+
+
+def restrict_folds(folds: Sequence[Fold], keep: np.ndarray) -> list[Fold]:
+    """``folds`` over the rows where ``keep`` is True, renumbered to those rows (the fold
+    windows stay the same)."""
+    new_index = np.cumsum(keep) - 1
+    return [Fold(f.index, new_index[f.train[keep[f.train]]], new_index[f.test[keep[f.test]]],
+                 f.train_start, f.train_end, f.test_start, f.test_end) for f in folds]
 
 
 def load_zoo_data(params: Params, paths: Paths) -> ZooData:
@@ -97,21 +126,24 @@ def load_zoo_data(params: Params, paths: Paths) -> ZooData:
     dataset = pd.read_parquet(paths.training_set)
     names = tuple(feature_names(params.features))
     label, target = params.train.label, params.train.target_return
-    missing = [c for c in (SERIES, TIME, *names, label, target) if c not in dataset.columns]
+    labels = [c for h in params.models.horizons for c in label_columns(h)]
+    missing = [c for c in (SERIES, TIME, *names, label, target, *labels)
+               if c not in dataset.columns]
     if missing:
         raise ValueError(f"training set {paths.training_set} lacks columns {missing}")
     history = dataset.sort_values([TIME, SERIES], kind="stable").reset_index(drop=True)
-    history = history[[SERIES, TIME, *names, label, target]]
+    history = history[[SERIES, TIME, *names, *dict.fromkeys([label, target, *labels])]]
     data = history[history[label].notna()].reset_index(drop=True)
     bar = timeframe_to_timedelta(params.ingest.timeframe)
-    horizon = params.label_horizon
+    purge = params.zoo_horizon  # one fold layout for every horizon: purged by the longest
     config = params.walk_forward_config()
     try:
-        folds = walk_forward_splits(data[TIME], config, label_end=data[TIME] + horizon * bar)
+        folds = walk_forward_splits(data[TIME], config, label_end=data[TIME] + purge * bar)
     except ValueError as exc:
         raise ValueError(f"walk_forward on {paths.training_set}: {exc}") from exc
     spec = DataSpec(names, label, target, SERIES, TIME, bar=bar)
-    return ZooData(data, history, folds, spec, file_digest(paths.training_set))
+    return ZooData(data, history, folds, spec, file_digest(paths.training_set),
+                   tuple(params.models.horizons))
 
 
 def metrics_config(params: Params) -> MetricsConfig:
@@ -164,6 +196,7 @@ def zoo_run(params: Params, paths: Paths, zoo: ZooData) -> ZooRun:
             **{f"walk_forward.{k}": v for k, v in params.walk_forward.model_dump().items()},
             "label": params.train.label,
             "horizon": params.label_horizon,
+            "horizons": ",".join(str(h) for h in params.models.horizons),
             "data_version": zoo.data_version,
             "rows": len(zoo.data),
             **boundaries,
@@ -193,12 +226,17 @@ def log_model_runs(
     params: Mapping[str, Any],
     config: MetricsConfig,
     extra_tags: Mapping[str, str] | None = None,
+    horizon: int | None = None,
 ) -> dict[str, dict[str, Any]]:
     """One MLflow run per model (pooled metrics) with a nested run per fold; returns run ids.
 
     ``fold_rows`` is the walk-forward fold table (``model, fold, status, error, fit_seconds,
-    ...``); a failed fold becomes a FAILED run carrying its error.
+    ...``); a failed fold becomes a FAILED run carrying its error. With ``horizon`` the runs
+    are named ``<model> h<horizon>`` and tagged ``horizon``.
     """
+    suffix = "" if horizon is None else f" h{horizon}"
+    if horizon is not None:
+        extra_tags = {**dict(extra_tags or {}), "horizon": str(horizon)}
     ids: dict[str, dict[str, Any]] = {}
     pooled = (
         metrics_table(predictions, ("model",), config=config).set_index("model")
@@ -223,7 +261,7 @@ def log_model_runs(
             fit_seconds_total=float(rows["fit_seconds"].sum()),
         )
         model_run = create_run(
-            run.experiment_id, run.parent_id, model,
+            run.experiment_id, run.parent_id, f"{model}{suffix}",
             {**tags, "failed_folds": ",".join(str(int(f)) for f in failed["fold"])},
             params=params, metrics=metrics, terminate=False,
         )
@@ -240,7 +278,7 @@ def log_model_runs(
                 or str(k).startswith("info.")
             })
             fold_ids[fold] = create_run(
-                run.experiment_id, model_run, f"{model} fold {fold}",
+                run.experiment_id, model_run, f"{model}{suffix} fold {fold}",
                 {**tags, KIND_TAG: "fold", "fold": str(fold), "status": row["status"],
                  "error": str(row["error"])[:5000]},
                 params={k: row[k] for k in ("train_start", "train_end", "test_start", "test_end")

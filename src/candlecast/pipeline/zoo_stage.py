@@ -64,73 +64,100 @@ def run_train_model(params: Params, paths: Paths, model: str | None = None) -> d
 
         torch.set_num_threads(params.models.torch_threads)
     out = fresh_dir(ZooPaths(paths.root).model_dir(model))
-    horizon = params.label_horizon
-    context = spec.context_bars(section, horizon)
-
-    def build(fold: Fold) -> list:
-        return spec.build(section, registry.BuildContext(fold.index, horizon, out, paths.root))
-
-    trials: list[pd.DataFrame] = []
-    importances: list[pd.DataFrame] = []
-
-    def progress(outcome: FoldOutcome) -> None:
-        log.info(
-            "%s fold %d: %s (fit %.1fs, predict %.1fs)%s", outcome.model, outcome.fold.index,
-            outcome.status, outcome.fit_seconds, outcome.predict_seconds,
-            f" {outcome.error}" if outcome.error else "",
-        )
-
-    result = run_walk_forward(
-        build, zoo.data, zoo.folds, zoo.spec,
-        history=zoo.history if context else None, context_bars=context, on_outcome=progress,
-    )
-    for name, fitted in result.final_models.items():
-        registry.save_model(fitted, out / "final" / name)
-    config = metrics_config(params)
-    per_fold = fold_metrics(result.predictions, result.failures, config)
-    per_fold.insert(2, "cost_bps", config.cost_bps)
-    fold_rows = result.fold_table()
-    write_parquet_atomic(result.predictions, out / "oof.parquet")
-    per_fold.to_csv(out / "fold_metrics.csv", index=False)
-    fold_rows.to_csv(out / "folds.csv", index=False)
-    result.failures.to_csv(out / "failures.csv", index=False)
-
     run = zoo_run(params, paths, zoo)
     outputs = list(spec.outputs(section))
     families = {name: spec.family for name in outputs}
     section_params = flatten(
         model, section if isinstance(section, dict) else section.model_dump(mode="json")
     )
-    ids = log_model_runs(
-        run, predictions=result.predictions, fold_rows=fold_rows, per_fold=per_fold,
-        models=outputs, family=families,
-        params={**section_params, "context_bars": context, "label": params.train.label},
-        config=config,
-    )
-    if model == "lightgbm":
-        trials, importances = _lightgbm_extras(result.outcomes, out)
-        _log_trials(run.experiment_id, ids.get("lightgbm", {}), trials, run.tags)
-    for name, entry in ids.items():
-        with mlflow.start_run(run_id=entry["run_id"]):
-            mlflow.log_artifact(str(out / "fold_metrics.csv"))
-            mlflow.log_artifact(str(out / "folds.csv"))
-            if (out / "final" / name).exists():
-                mlflow.log_artifacts(str(out / "final" / name), artifact_path="final_model")
-            if importances and name == "lightgbm":
-                mlflow.log_artifact(str(out / "feature_importance.csv"))
-        finish_run(entry["run_id"])
-    ok = per_fold[per_fold["status"] == "ok"]
+    config = metrics_config(params)
+    tables: dict[str, list[pd.DataFrame]] = {k: [] for k in (
+        "predictions", "per_fold", "folds", "failures", "trials", "importance")}
+    run_ids: dict[str, dict[int, str]] = {}
+    per_horizon: dict[str, dict[str, Any]] = {}
+    for horizon in params.models.horizons_of(model):
+        data, folds, data_spec = zoo.horizon(horizon)
+        context = spec.context_bars(section, horizon)
+
+        def build(fold: Fold, h: int = horizon) -> list:
+            return spec.build(section, registry.BuildContext(fold.index, h, out, paths.root))
+
+        def progress(outcome: FoldOutcome, h: int = horizon) -> None:
+            log.info(
+                "%s h%d fold %d: %s (fit %.1fs, predict %.1fs)%s", outcome.model, h,
+                outcome.fold.index, outcome.status, outcome.fit_seconds,
+                outcome.predict_seconds, f" {outcome.error}" if outcome.error else "",
+            )
+
+        result = run_walk_forward(
+            build, data, folds, data_spec,
+            history=zoo.history if context else None, context_bars=context, on_outcome=progress,
+        )
+        for name, fitted in result.final_models.items():
+            registry.save_model(fitted, out / "final" / f"h{horizon}" / name)
+        per_fold = fold_metrics(result.predictions, result.failures, config)
+        per_fold.insert(2, "cost_bps", config.cost_bps)
+        fold_rows = result.fold_table()
+        ids = log_model_runs(
+            run, predictions=result.predictions, fold_rows=fold_rows, per_fold=per_fold,
+            models=outputs, family=families,
+            params={**section_params, "context_bars": context, "label": data_spec.label},
+            config=config, horizon=horizon,
+        )
+        trials, importances = _lightgbm_extras(result.outcomes) if model == "lightgbm" \
+            else ([], [])
+        _log_trials(run.experiment_id, ids.get("lightgbm", {}), trials, run.tags, horizon)
+        for name, entry in ids.items():
+            run_ids.setdefault(name, {})[horizon] = entry["run_id"]
+        for key, frame in (("predictions", result.predictions), ("per_fold", per_fold),
+                           ("folds", fold_rows), ("failures", result.failures),
+                           *(("trials", t) for t in trials),
+                           *(("importance", t) for t in importances)):
+            frame = frame.copy()
+            frame.insert(0, "horizon", horizon)
+            tables[key].append(frame)
+        ok = per_fold[per_fold["status"] == "ok"]
+        per_horizon[str(horizon)] = {
+            "rows": len(result.predictions),
+            "failed_folds": result.failures.to_dict(orient="records"),
+            "log_loss_mean": {m: float(g["log_loss"].mean()) for m, g in ok.groupby("model")},
+            "fit_seconds": {m: float(g["fit_seconds"].sum())
+                            for m, g in fold_rows.groupby("model")},
+        }
+    files = {"predictions": "oof.parquet", "per_fold": "fold_metrics.csv",
+             "folds": "folds.csv", "failures": "failures.csv", "trials": "trials.csv",
+             "importance": "feature_importance.csv"}
+    for key, frames in tables.items():
+        if not frames:
+            continue
+        table = pd.concat(frames, ignore_index=True)
+        if key == "predictions":
+            write_parquet_atomic(table, out / files[key])
+        else:
+            table.to_csv(out / files[key], index=False)
+    for name, by_horizon in run_ids.items():
+        for horizon, run_id in by_horizon.items():
+            with mlflow.start_run(run_id=run_id):
+                mlflow.log_artifact(str(out / "fold_metrics.csv"))
+                mlflow.log_artifact(str(out / "folds.csv"))
+                final = out / "final" / f"h{horizon}" / name
+                if final.exists():
+                    mlflow.log_artifacts(str(final), artifact_path="final_model")
+                if name == "lightgbm" and (out / "feature_importance.csv").exists():
+                    mlflow.log_artifact(str(out / "feature_importance.csv"))
+            finish_run(run_id)
     summary = {
         "model": model,
         "outputs": outputs,
         "family": spec.family,
         "folds": len(zoo.folds),
-        "rows": len(result.predictions),
-        "failed_folds": result.failures.to_dict(orient="records"),
-        "log_loss_mean": {m: float(g["log_loss"].mean()) for m, g in ok.groupby("model")},
-        "fit_seconds": {m: float(g["fit_seconds"].sum()) for m, g in fold_rows.groupby("model")},
+        "horizons": list(params.models.horizons_of(model)),
+        "by_horizon": per_horizon,
+        "rows": sum(v["rows"] for v in per_horizon.values()),
+        "failed_folds": [f for v in per_horizon.values() for f in v["failed_folds"]],
         "mlflow_parent_run_id": run.parent_id,
-        "mlflow_run_ids": {name: entry["run_id"] for name, entry in ids.items()},
+        "mlflow_run_ids": {f"{name}@h{h}": rid for name, hs in run_ids.items()
+                           for h, rid in hs.items()},
         "pipeline_key": run.key,
     }
     write_json(out / "summary.json", summary)
@@ -138,9 +165,9 @@ def run_train_model(params: Params, paths: Paths, model: str | None = None) -> d
 
 
 def _lightgbm_extras(
-    outcomes: list[FoldOutcome], out: Any
+    outcomes: list[FoldOutcome],
 ) -> tuple[list[pd.DataFrame], list[pd.DataFrame]]:
-    """Optuna trials and feature importance per fold, written next to the predictions."""
+    """Optuna trials and feature importance per fold (written next to the predictions)."""
     trials, importances = [], []
     for outcome in outcomes:
         extras = outcome.artifacts
@@ -152,16 +179,12 @@ def _lightgbm_extras(
             table = extras["feature_importance"].copy()
             table.insert(0, "fold", outcome.fold.index)
             importances.append(table)
-    if trials:
-        pd.concat(trials, ignore_index=True).to_csv(out / "trials.csv", index=False)
-    if importances:
-        table = pd.concat(importances, ignore_index=True)
-        table.to_csv(out / "feature_importance.csv", index=False)
     return trials, importances
 
 
 def _log_trials(
-    experiment_id: str, entry: dict[str, Any], trials: list[pd.DataFrame], tags: dict[str, str]
+    experiment_id: str, entry: dict[str, Any], trials: list[pd.DataFrame], tags: dict[str, str],
+    horizon: int,
 ) -> None:
     """Each Optuna trial as a run nested under its fold's run."""
     fold_runs = entry.get("folds", {})
@@ -175,8 +198,9 @@ def _log_trials(
             create_run(
                 experiment_id,
                 fold_runs[fold],
-                f"lightgbm fold {fold} trial {int(trial['number'])}",
+                f"lightgbm h{horizon} fold {fold} trial {int(trial['number'])}",
                 {KIND_TAG: "trial", "model": "lightgbm", "model_family": "gbm",
+                 "horizon": str(horizon),
                  "fold": str(fold), "trial": str(int(trial["number"])),
                  "state": trial["state"], **tags},
                 params=params,

@@ -108,6 +108,7 @@ class RiskEngine:
         stop: float = NAN,
         marks: Mapping[str, float] | None = None,
         replacing: bool = False,
+        notional_fraction: float = NAN,
     ) -> Decision:
         """ENTER (with size and reference levels) or REJECT (with the reason) for a signal to
         open ``side`` in ``symbol`` at about ``price``.
@@ -117,7 +118,10 @@ class RiskEngine:
         overrides the configured initial stop (it must be on the protective side of ``price``).
         ``marks`` prices the other open positions for the gross-exposure cap (entry prices
         otherwise). ``replacing``: the caller closes this symbol's open position in the same
-        order (a reversal); that position is then ignored by the limits and caps.
+        order (a reversal, or a resize to a new total); that position is then ignored by the
+        limits and caps. ``notional_fraction`` (a policy's target, unsigned fraction of equity)
+        replaces the configured sizing method: the entry asks for that notional, and the caps,
+        drawdown scaling, limits and stops apply as to any entry.
         """
         if side not in (1, -1):
             raise ValueError(f"side must be 1 (long) or -1 (short), got {side!r}")
@@ -138,10 +142,17 @@ class RiskEngine:
         target = exits.take_profit(self._exits, side, price, risk)
         if math.isnan(payoff_ratio) and not math.isnan(target) and risk > 0:
             payoff_ratio = abs(target - price) / risk
-        qty, reject, notes = sizing.size_position(
-            self._sizing, self.bars_per_year, equity, price, risk, volatility, probability,
-            payoff_ratio,
-        )
+        if notional_fraction == notional_fraction:  # given (not NaN): the caller sized it
+            if not notional_fraction > 0 or math.isinf(notional_fraction):
+                raise ValueError(f"notional_fraction must be a positive number, got "
+                                 f"{notional_fraction}")
+            qty = sizing.fixed_notional_qty(equity, price, notional_fraction)
+            reject, notes = None, ()
+        else:
+            qty, reject, notes = sizing.size_position(
+                self._sizing, self.bars_per_year, equity, price, risk, volatility, probability,
+                payoff_ratio,
+            )
         if reject is not None:
             return Decision(Action.REJECT, reject, symbol, side)
         if self._dd_scaling and equity < state.peak_equity:  # (no drawdown: scale 1)

@@ -11,14 +11,14 @@ loads it as an MLflow pyfunc and wraps it in :class:`PyfuncSignalModel`:
 
 * a LightGBM / scikit-learn flavour: ``predict_proba`` of the raw model on the last row
   (MLflow's pyfunc ``predict`` of a classifier returns labels, not probabilities);
-* the stacked ensemble (a pyfunc wrapping :class:`~candlecast.models.zoo_ensemble.ZooEnsemble`):
-  its unwrapped python model is called directly (``ZooEnsemble.predict_last`` on the window's
+* the stacked ensemble (a pyfunc wrapping :class:`~candlecast.models.ensemble.Ensemble`):
+  its unwrapped python model is called directly (``Ensemble.predict_last`` on the window's
   arrays, :meth:`PyfuncSignalModel.predict_window` straight from the service's window cache),
   the window checked by this adapter (columns, one series, numeric values) instead of
   MLflow's per-call schema enforcement; same answer as ``pyfunc.predict`` (tested), and the
   version / lineage still come from the MLflow resolution. Answers are memoized per input
   (an exact digest of the window's times and values, see :class:`AnswerCache`). With
-  ``accelerate`` the base models are prepared for one-row calls (``ZooEnsemble.accelerate``:
+  ``accelerate`` the base models are prepared for one-row calls (``Ensemble.accelerate``:
   Chronos-2's network traced for one context, checked against eager mode);
 * any other pyfunc: ``predict`` on the window; the output may be a
   DataFrame with ``prob_up`` and optional ``confidence``, ``disagreement``, ``q0.1``... columns
@@ -213,15 +213,15 @@ class PreparedWindow:
 
 
 def _zoo_ensemble(pyfunc: Any) -> Any:
-    """The :class:`ZooEnsemble` inside a loaded ensemble pyfunc, else None."""
-    from candlecast.models.zoo_ensemble import ZooEnsemble
+    """The :class:`Ensemble` inside a loaded ensemble pyfunc, else None."""
+    from candlecast.models.ensemble import Ensemble
 
     try:
         python_model = pyfunc.unwrap_python_model()
     except Exception:  # noqa: BLE001 - not a python_function model (a flavor's own pyfunc)
         return None
     ensemble = getattr(python_model, "ensemble", None)
-    return ensemble if isinstance(ensemble, ZooEnsemble) else None
+    return ensemble if isinstance(ensemble, Ensemble) else None
 
 
 class PyfuncSignalModel:

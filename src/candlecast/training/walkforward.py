@@ -29,7 +29,7 @@ import pandas as pd
 
 from candlecast.evaluation.splits import Fold
 from candlecast.models.base import DirectionModel
-from candlecast.models.zoo_ensemble import base_prediction
+from candlecast.models.ensemble import base_prediction
 
 #: Columns of the out-of-fold prediction frame, in order (``regime`` only when joined).
 OOF_COLUMNS: tuple[str, ...] = (

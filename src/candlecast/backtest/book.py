@@ -1,0 +1,61 @@
+"""The book: several series' accounts traded side by side (equal capital each), on one time
+axis, and its headline numbers (pure).
+
+An account without a bar at a time (a gap, a coin not yet listed) counts with its last equity
+there (its initial equity before its first bar): it is never given a made-up price.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from candlecast.backtest import metrics as m
+from candlecast.backtest.result import BacktestResult
+from candlecast.backtest.summary import json_safe
+
+
+def book_curve(results: Sequence[BacktestResult]) -> pd.Series:
+    """The book's equity at each close of the union of the accounts' bars (summed)."""
+    if not results:
+        raise ValueError("a book needs at least one account")
+    frame = pd.concat([r.equity_series.rename(i) for i, r in enumerate(results)], axis=1)
+    frame = frame.sort_index().ffill()
+    for i, r in enumerate(results):
+        frame[i] = frame[i].fillna(r.initial_equity)
+    return frame.sum(axis=1).rename("book")
+
+
+def book_equity(results: Sequence[BacktestResult]) -> np.ndarray:
+    """:func:`book_curve` as an array with the summed initial equity as bar 0."""
+    start = sum(r.initial_equity for r in results)
+    return np.concatenate([[start], book_curve(results).to_numpy()])
+
+
+def book_summary(results: Sequence[BacktestResult]) -> dict[str, Any]:
+    """The book's return, risk and activity numbers (the accounts' trades, costs and notional
+    summed; exposure averaged)."""
+    equity = book_equity(results)
+    bpy = results[0].bars_per_year
+    returns = m.simple_returns(equity)
+    costs = {k: float(sum(r.costs[k] for r in results)) for k in results[0].costs}
+    notional = sum(r.traded_notional for r in results)
+    return json_safe({
+        "final_equity": float(equity[-1]),
+        "total_return": m.total_return(equity),
+        "annualized_return": m.annualized_return(equity, bpy),
+        "annualized_volatility": m.annualized_volatility(returns, bpy),
+        "sharpe": m.sharpe_ratio(returns, bpy),
+        "sortino": m.sortino_ratio(returns, bpy),
+        "calmar": m.calmar_ratio(equity, bpy),
+        "max_drawdown": m.max_drawdown(equity),
+        "max_drawdown_duration_bars": m.max_drawdown_duration(equity),
+        "trade_count": int(sum(len(r.trades) for r in results)),
+        "exposure": float(np.mean([m.exposure(r.position) for r in results])),
+        "annual_turnover": m.annual_turnover(notional, equity, bpy),
+        "costs_paid": costs,
+        "n_bars": len(equity) - 1,
+    })
