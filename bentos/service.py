@@ -66,10 +66,14 @@ class SignalService:
         self.server.stop()
 
     @bentoml.api(input_spec=SeriesRequest, output_spec=SignalResponse)
-    async def signal(self, exchange: str, symbol: str, timeframe: str) -> SignalResponse:
-        """The latest online features of the series (Feast) -> signal; 'stale' refuses."""
+    async def signal(self, exchange: str, symbol: str, timeframe: str, position: float = 0.0,
+                     bars_held: int = 0) -> SignalResponse:
+        """The latest online features of the series (Feast) -> the model's forecasts -> the
+        bundled policy's target position for the caller's ``position`` held ``bars_held``
+        bars; 'stale' refuses (keeps the position, opens nothing)."""
         request = SeriesRequest.model_construct(
-            exchange=exchange, symbol=symbol, timeframe=timeframe
+            exchange=exchange, symbol=symbol, timeframe=timeframe, position=position,
+            bars_held=bars_held,
         )
         # the Feast read, window and answer cache on the event loop (about a millisecond);
         # the model, when the input is new, in a worker thread, one at a time
@@ -80,11 +84,14 @@ class SignalService:
 
     @bentoml.api(input_spec=PredictRequest, output_spec=SignalResponse)
     def predict(
-        self, exchange: str, symbol: str, timeframe: str, candles: list
+        self, exchange: str, symbol: str, timeframe: str, candles: list, position: float = 0.0,
+        bars_held: int = 0,
     ) -> SignalResponse:
-        """Closed candles in the request -> incremental features -> signal (stateless)."""
+        """Closed candles in the request -> incremental features -> the policy's target
+        (stateless)."""
         request = PredictRequest.model_construct(
-            exchange=exchange, symbol=symbol, timeframe=timeframe, candles=candles
+            exchange=exchange, symbol=symbol, timeframe=timeframe, candles=candles,
+            position=position, bars_held=bars_held,
         )
         return _respond(self.server.handle("predict", request))  # type: ignore[return-value]
 

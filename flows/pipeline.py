@@ -22,6 +22,7 @@ from candlecast.config import load_params  # noqa: E402
 from candlecast.pipeline.paths import Paths  # noqa: E402
 from candlecast.pipeline.runner import (  # noqa: E402
     ALL_STAGES,
+    decision_plan,
     pipeline_plan,
     run_stage,
     zoo_plan,
@@ -72,7 +73,9 @@ def train_model_flow(
     )
 
 
+policy_flow = _flow_for("policy")
 backtest_flow = _flow_for("backtest")
+register_flow = _flow_for("register")
 package_flow = _flow_for("package")
 FLOWS = {
     "ingest": ingest_flow,
@@ -85,7 +88,9 @@ FLOWS = {
     "train-model": train_model_flow,
     "ensemble": ensemble_flow,
     "compare": compare_flow,
+    "policy": policy_flow,
     "backtest": backtest_flow,
+    "register": register_flow,
     "package": package_flow,
 }
 
@@ -98,8 +103,10 @@ def _run_plan(plan: list, root: str, params_file: str) -> dict:
 
 @flow(name="candlecast-zoo", log_prints=True)
 def zoo_flow(root: str = str(ROOT), params_file: str = str(ROOT / "params.yaml")) -> dict:
-    """The walk-forward model zoo: regime, every model of models.run, ensemble, compare."""
-    return _run_plan(zoo_plan(load_params(params_file)), root, params_file)
+    """The walk-forward model zoo up to a registered model: regime, every model of models.run,
+    ensemble, compare, policy, backtest, register."""
+    params = load_params(params_file)
+    return _run_plan(zoo_plan(params) + decision_plan(params), root, params_file)
 
 
 @flow(name="candlecast-pipeline", log_prints=True)

@@ -78,19 +78,20 @@ class TimedSignals:
         self.seconds: list[float] = []
         self.answers: list[Any] = []
 
-    def signal(self, series: Any) -> Any:
+    def signal(self, series: Any, position: float = 0.0, bars_held: int = 0) -> Any:
         t0 = time.perf_counter()
         try:
-            sig = self.inner.signal(series)
+            sig = self.inner.signal(series, position, bars_held)
         finally:
             self.seconds.append(time.perf_counter() - t0)
         self.answers.append(sig)
         return sig
 
-    def predict(self, series: Any, candles: Any) -> Any:
+    def predict(self, series: Any, candles: Any, position: float = 0.0,
+                bars_held: int = 0) -> Any:
         t0 = time.perf_counter()
         try:
-            sig = self.inner.predict(series, candles)
+            sig = self.inner.predict(series, candles, position, bars_held)
         finally:
             self.seconds.append(time.perf_counter() - t0)
         self.answers.append(sig)
@@ -115,11 +116,27 @@ class TimedSink:
             self.seconds.append(time.perf_counter() - t0)
 
 
+def legacy_body_client(base_url: str, timeout: float) -> Any:
+    """The trader's HTTP client, but ``/signal`` bodies without ``position``/``bars_held``
+    (a service older than the target contract refuses unknown fields)."""
+    from candlecast.trading.signals import HttpSignalClient
+
+    class LegacyBodyClient(HttpSignalClient):
+        def signal(self, series: Any, position: float = 0.0, bars_held: int = 0) -> Any:
+            return self._post("/signal", {"exchange": series.exchange, "symbol": series.symbol,
+                                          "timeframe": series.timeframe})
+
+    return LegacyBodyClient(base_url, timeout)
+
+
 def run_trader(params: Any, candles: Any, service_url: str, ticks: int, workdir: Path,
-               model_version: str, name: str = "trader", direct_sink: bool = True
-               ) -> dict[str, Any]:
+               model_version: str, name: str = "trader", direct_sink: bool = True,
+               legacy_body: bool = False) -> dict[str, Any]:
     """Replay the ``ticks`` candles before the last one through the paper trader against the
-    service (``/signal``); the trader's own per-tick timer is the end-to-end latency."""
+    service (``/signal``); the trader's own per-tick timer is the end-to-end latency.
+    ``legacy_body``: send only the series (no ``position``/``bars_held``), for a baseline
+    service older than the target contract (it refuses unknown fields; it answers no target,
+    so that trader decides nothing, but the path is timed the same)."""
     import pandas as pd
 
     from candlecast.feature_store.definitions import view_columns
@@ -143,7 +160,9 @@ def run_trader(params: Any, candles: Any, service_url: str, ticks: int, workdir:
     start = candles["timestamp"].iloc[-1 - ticks]
     end = candles["timestamp"].iloc[-1]  # the last candle is kept for the fresh /signal row
     feed = ReplayFeed({symbol: candles}, SERIES[2], start=start, end=end, speed=0.0)
-    signals = TimedSignals(HttpSignalClient(config.service_url, config.service_timeout_s))
+    client = (legacy_body_client if legacy_body else HttpSignalClient)(
+        config.service_url, config.service_timeout_s)
+    signals = TimedSignals(client)
     sink = TimedSink(FeastOnlineSink(MINI / config.feast_repo,
                                      view_columns(feature_names(params.features)),
                                      direct=direct_sink))
@@ -304,7 +323,8 @@ def measure(budget: Budget, model_version: str, baseline_src: Path | None = None
             print(f"trader: the same replay against the baseline {base.url}/signal ...",
                   flush=True)
             base_trader = run_trader(params, candles, base.url, ticks, work, model_version,
-                                     name="trader_baseline", direct_sink=False)
+                                     name="trader_baseline", direct_sink=False,
+                                     legacy_body=True)
             if base_trader["problems"]:
                 raise RuntimeError(f"baseline trader run: {base_trader['problems']}")
 

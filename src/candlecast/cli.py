@@ -22,6 +22,7 @@ from candlecast.pipeline.runner import (
     PARAMETRIC_STAGES,
     ZOO_STAGES,
     check_stage_argument,
+    decision_plan,
     run_stage,
     zoo_plan,
 )
@@ -85,13 +86,14 @@ def train_model(
 
 @app.command("zoo")
 def zoo(root: RootOption = Path(), params: ParamsOption = None) -> None:
-    """Run the whole model zoo: regime, every model of models.run, ensemble, compare."""
+    """Run the model zoo up to a registered model: regime, every model of models.run, ensemble,
+    compare, then the policy, its backtest and the registration (the champion rule)."""
     _setup_logging()
     results = {}
     try:
         loaded = load_params(params or root / "params.yaml")
         check_deferred(loaded)
-        for stage, arg in zoo_plan(loaded):
+        for stage, arg in zoo_plan(loaded) + decision_plan(loaded):
             results[f"{stage}@{arg}" if arg else stage] = run_stage(
                 stage, loaded, Paths(root.resolve()), arg
             )
@@ -116,6 +118,16 @@ def _mount_ops() -> None:
 
 
 _mount_ops()
+
+
+def _mount_console() -> None:
+    from candlecast.console.cli import dashboard_command, telegram_command
+
+    app.command("dashboard")(dashboard_command)
+    app.command("telegram")(telegram_command)
+
+
+_mount_console()
 
 
 @app.command(
@@ -166,6 +178,25 @@ def serve(
     args = [str(bentoml), "serve", "service:SignalService", "--working-dir", str(root / "bentos"),
             "--host", host, "--port", str(port)]
     os.execve(str(bentoml), args, env)  # noqa: S606 - replaces this process, no shell
+
+
+@app.command("report")
+def report(
+    root: RootOption = Path(),
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print Markdown tables (the "
+                                           "README's) instead of rich tables.")] = False,
+) -> None:
+    """The backtest's results as tables: the walk-forward policy beside buy-and-hold and the
+    rule baselines (the book and each series), per fold, DSR and PBO, the targets checked."""
+    from candlecast.pipeline.report import load_summary, render
+
+    try:
+        summary = load_summary(root.resolve())
+    except FileNotFoundError as exc:
+        _fail(exc)
+    text = render(summary, markdown=markdown)
+    if text is not None:
+        typer.echo(text)
 
 
 @app.command("check-params")

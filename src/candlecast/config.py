@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from candlecast.backtest.config import BacktestConfig, CostConfig
 from candlecast.backtest.rules import RuleConfig
+from candlecast.console.config import ConsoleConfig
 from candlecast.data.ingest import CcxtIngestConfig
 from candlecast.data.sample import DATASETS
 from candlecast.data.schema import SeriesId, timeframe_to_timedelta
@@ -275,6 +276,10 @@ class BacktestParams(_Frozen):
     #: configurations tried to reach the policy (deflates the Sharpe); None: counted from the
     #: policy searches, the PBO universe, the rule baselines and the LightGBM tuning trials
     n_trials: int | None = Field(default=None, ge=1)
+    #: configurations of earlier design iterations whose results on these same windows were
+    #: looked at before this configuration was run (declared by the researcher; counted in the
+    #: deflated Sharpe's number of trials on top of this run's own)
+    prior_trials: int = Field(default=0, ge=0)
     rules: RuleConfig = RuleConfig()
     run: BacktestConfig = BacktestConfig()
 
@@ -315,6 +320,8 @@ class Params(_Frozen):
     serving: ServingConfig = Field(default_factory=ServingConfig)
     #: the operations loop: drift thresholds, promotion rule, replay, alerts (docs/operations.md)
     ops: OpsConfig = Field(default_factory=OpsConfig)
+    #: the operator's console: dashboard and Telegram bot (docs/console.md)
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig)
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 

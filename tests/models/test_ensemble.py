@@ -25,7 +25,7 @@ from candlecast.features import FeatureConfig, compute_features, feature_names
 from candlecast.models.baselines import MomentumModel, PersistenceModel
 from candlecast.models.chronos_config import ChronosConfig
 from candlecast.models.chronos_model import ChronosDirectionModel
-from candlecast.models.ensemble import Ensemble, regime_inputs
+from candlecast.models.ensemble import Ensemble, HorizonEnsemble, regime_inputs
 from candlecast.models.lightgbm_model import LightGBMDirectionModel, LightGBMModelConfig
 from candlecast.models.regime import GarchVolatility, GaussianRegimes, RegimeConfig
 from candlecast.models.stacking import EnsembleConfig, OOFPredictions, Stacker
@@ -42,7 +42,7 @@ EXACT = ["prob_persistence", "prob_momentum", "prob_lightgbm", "prob_chronos", "
 
 
 @pytest.fixture(scope="module")
-def zoo() -> tuple[Ensemble, pd.DataFrame]:
+def zoo() -> tuple[HorizonEnsemble, pd.DataFrame]:
     torch.set_num_threads(1)
     config = FeatureConfig()
     names = list(feature_names(config))
@@ -101,7 +101,7 @@ def zoo() -> tuple[Ensemble, pd.DataFrame]:
         "fill": {"garch_vol": 0.007, "chronos_spread": 0.02}, "torch_threads": 1,
         "label": "label_up_1", "series": sorted(regimes),
     }
-    return Ensemble(base, stacker, regimes, manifest), test
+    return HorizonEnsemble(base, stacker, regimes, manifest), test
 
 
 def _windows(test: pd.DataFrame) -> list[pd.DataFrame]:
@@ -204,3 +204,48 @@ def test_accelerated_ensemble_answers_as_eager_mode_through_the_traced_network(z
         for key in slow:
             np.testing.assert_allclose(quick[key], slow[key], rtol=1e-6, atol=1e-9,
                                        err_msg=key)
+
+
+def test_the_multi_horizon_ensemble_answers_every_horizon_and_the_policys_alone(zoo):
+    """Two horizons (the same stack standing in for both): ``prob_up_<h>`` is the stack's
+    P(up), ``exp_ret_<h> = beta_h x vol x sqrt(h) x Phi^-1(p)`` with the GARCH vol forecast;
+    the array path equals the frame path; asking for one horizon runs that stack only; the
+    bundled policy comes back out of a save/load."""
+    from scipy.stats import norm
+
+    member, test = zoo
+    ensemble = Ensemble({1: member, 4: member}, {
+        "horizons": [1, 4], "primary_horizon": 1, "return_scale": {"1": 0.2, "4": 0.3},
+        "vol_fill": 0.007, "policy": {"horizon": 4}, "costs": {}})
+    window = _windows(test)[7]
+    last = ensemble.predict(window).iloc[0]
+    for h, beta in ((1, 0.2), (4, 0.3)):
+        p = last[f"prob_up_{h}"]
+        assert p == pytest.approx(last["prob_up"])
+        assert last[f"exp_ret_{h}"] == pytest.approx(
+            beta * last["volatility"] * np.sqrt(h) * norm.ppf(p), rel=1e-9)
+    assert 0 < last["volatility"] < 0.1
+    every = ensemble.predict(window, rows="all").iloc[-1]
+    for column in ("prob_up_4", "exp_ret_4", "volatility"):
+        assert every[column] == pytest.approx(last[column], rel=1e-5)
+    key = window["series_id"].iloc[-1]
+    ns = pd.DatetimeIndex(window["event_timestamp"]).as_unit("ns").asi8
+    values = window[ensemble.feature_columns].to_numpy(float)
+    only = ensemble.predict_last(key, ns, values, horizons=[4])
+    assert "exp_ret_1" not in only and only["exp_ret_4"] == pytest.approx(last["exp_ret_4"])
+    with pytest.raises(ValueError, match="not in this ensemble"):
+        ensemble.predict_last(key, ns, values, horizons=[16])
+
+
+def test_the_bundle_round_trips_with_its_policy(zoo, tmp_path):
+    member, _ = zoo
+    policy = {"horizon": 4, "entry_margin": 2.0}
+    ensemble = Ensemble({1: member, 4: member}, {
+        "horizons": [1, 4], "primary_horizon": 1, "return_scale": {"1": 0.2, "4": 0.3},
+        "vol_fill": 0.007, "policy": policy, "costs": {"taker_fee_bps": 5.0}})
+    loaded = Ensemble.load(ensemble.save(tmp_path / "bundle"))
+    assert loaded.horizons == [1, 4] and loaded.policy == policy
+    assert loaded.costs == {"taker_fee_bps": 5.0} and loaded.return_scale(4) == 0.3
+    with pytest.raises(ValueError, match="expected-return scale"):
+        Ensemble({1: member, 4: member}, {"horizons": [1, 4], "primary_horizon": 1,
+                                          "return_scale": {"1": 0.2}, "vol_fill": 0.0})

@@ -14,7 +14,7 @@ from zoo_frames import FEATURES, labelled, training_set  # noqa: E402
 from candlecast.models import registry  # noqa: E402
 from candlecast.models.base import FAMILIES, DirectionModel  # noqa: E402
 from candlecast.models.baselines import BaselineConfig  # noqa: E402
-from candlecast.models.champion import decide_champion  # noqa: E402
+from candlecast.models.champion import ModelScore, decide_champion  # noqa: E402
 from candlecast.models.chronos_config import ChronosConfig  # noqa: E402
 
 
@@ -68,21 +68,47 @@ def test_relative_checkpoints_resolve_against_the_project_root(tmp_path):
     assert registry.resolve_checkpoint(ChronosConfig(), tmp_path).checkpoint is None
 
 
+def _score(sharpe, log_loss=0.690, bars=1000, calmar=None):
+    return ModelScore(sharpe, sharpe if calmar is None else calmar, log_loss, bars)
+
+
 @pytest.mark.parametrize(
-    ("new", "champion", "rows", "basis", "alias", "reason"),
+    ("new", "champion", "basis", "alias", "reason"),
     [
-        (0.69, None, 1000, "first", "champion", "no champion yet"),
-        (0.689, 0.690, 1000, "same-window", "champion", "beats champion"),
-        (0.690, 0.690, 1000, "same-window", "challenger", "does not beat"),
-        (0.691, 0.690, 1000, "after-champion-training", "challenger", "does not beat"),
-        (0.680, 0.690, 10, "after-champion-training", "challenger", "only 10 comparable rows"),
-        (0.680, None, 0, "not-comparable", "challenger", "cannot be scored"),
-        (float("nan"), 0.69, 1000, "same-window", "challenger", "no finite"),
+        (_score(1.0), None, "first", "champion", "no champion yet"),
+        (_score(1.2), _score(1.0), "same-window", "champion", "beats champion"),
+        (_score(1.0), _score(1.0), "same-window", "challenger", "does not beat"),
+        (_score(0.9), _score(1.0), "after-champion-training", "challenger", "does not beat"),
+        (_score(2.0, bars=10), _score(1.0), "after-champion-training", "challenger",
+         "only 10 comparable bars"),
+        (_score(2.0), None, "not-comparable", "challenger", "cannot be scored"),
+        (_score(float("nan")), _score(1.0), "same-window", "challenger", "no finite"),
+        # log loss is a guard: never worse than a coin flip, never much worse than the champion
+        (_score(3.0, log_loss=0.70), None, "first", "challenger", "log loss guard"),
+        (_score(3.0, log_loss=0.6935), _score(1.0, log_loss=0.685), "same-window",
+         "challenger", "log loss guard"),
     ],
 )
-def test_the_champion_moves_only_on_a_strict_improvement(new, champion, rows, basis, alias, reason):
-    decision = decide_champion(new, champion, rows=rows, min_rows=500, basis=basis,
+def test_the_champion_moves_only_on_a_strict_improvement(new, champion, basis, alias, reason):
+    decision = decide_champion(new, champion, criterion="sharpe", min_bars=500, basis=basis,
+                               max_log_loss=0.694, log_loss_tolerance=0.005,
                                champion_version="3")
     assert decision.alias == alias
     assert reason in decision.reason
     assert decision.as_tags()["decision.alias"] == alias
+
+
+def test_the_champion_rule_promotes_the_better_net_sharpe_not_the_better_log_loss():
+    rule = {"min_bars": 500, "basis": "same-window", "max_log_loss": 0.694,
+            "log_loss_tolerance": 0.005, "champion_version": "1"}
+    champion = _score(0.4, log_loss=0.6880)
+    earns_more = _score(1.1, log_loss=0.6900)  # worse log loss (inside the guard), pays more
+    fits_better = _score(0.2, log_loss=0.6850)  # better log loss, pays less
+    assert decide_champion(earns_more, champion, criterion="sharpe", **rule).alias == "champion"
+    assert decide_champion(fits_better, champion, criterion="sharpe", **rule).alias == \
+        "challenger"
+    # Calmar as the criterion: the same rule on the other number
+    assert decide_champion(_score(0.1, calmar=5.0), _score(2.0, calmar=1.0),
+                           criterion="calmar", **rule).alias == "champion"
+    tags = decide_champion(earns_more, champion, criterion="sharpe", **rule).as_tags()
+    assert ModelScore.from_tags(tags, "decision.new") == earns_more

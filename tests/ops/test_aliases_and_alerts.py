@@ -118,7 +118,7 @@ def test_trader_halt_is_alerted_once_per_halt(tmp_path, btc_30m, receiver):
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "trading"))
-    from trading_helpers import build_paper_trader, replay_slice, sma_actions
+    from trading_helpers import build_paper_trader, make_script, replay_slice
 
     from candlecast.features import FeatureConfig
     from candlecast.risk import RiskConfig
@@ -127,9 +127,10 @@ def test_trader_halt_is_alerted_once_per_halt(tmp_path, btc_30m, receiver):
     hook = receiver()
     risk = RiskConfig(sizing=SizingConfig(method="fixed_fractional", risk_per_trade=0.05),
                       limits=LimitsConfig(max_daily_loss=0.01, max_drawdown=0.05))
-    full, replay, _ = replay_slice(btc_30m, 6000, 600, FeatureConfig())
-    trader, _, _, store = build_paper_trader(tmp_path, full, replay,
-                                             sma_actions(btc_30m, 6000, 600), risk=risk)
+    full, replay, feats = replay_slice(btc_30m, 6000, 600, FeatureConfig())
+    script = make_script(replay, feats, btc_30m, 6000, noise=4.0, horizon=4, entry_margin=0.5,
+                         allow_short=True, vol_target=None)
+    trader, _, _, store = build_paper_trader(tmp_path, full, replay, script, risk=risk)
     trader.notifier = WebhookNotifier(hook.url, FAST)
     trader.run()
     decisions = store.frame("decisions")

@@ -88,3 +88,39 @@ def test_promotion_decisions():
                              champion_version="1", config=CONFIG)
     assert not short.promote and "only 10 periods" in short.reason
     assert short.as_tags()["ops.decision"] == "rejected"
+
+
+def test_statistics_by_hand():
+    from candlecast.ops.bootstrap import statistic
+
+    r = np.array([[0.01, -0.02, 0.03, 0.0]])
+    assert statistic(r, "mean")[0] == pytest.approx(0.005)
+    assert statistic(r, "sharpe")[0] == pytest.approx(0.005 / np.std(r, ddof=1))
+    path = np.cumprod(1 + r[0])  # 1.01, 0.9898, 1.0195, 1.0195: drawdown 2 % from 1.01
+    assert statistic(r, "calmar")[0] == pytest.approx(0.005 / (1 - path[1] / path[0]))
+    with pytest.raises(ValueError, match="unknown statistic"):
+        statistic(r, "sortino")
+
+
+def test_promotion_on_net_sharpe_not_on_the_mean():
+    """The challenger earns less per bar but far more steadily: by net Sharpe (the default
+    criterion) it is promoted, by the mean it is not."""
+    rng = np.random.default_rng(5)
+    champion = 0.0010 + rng.normal(0, 0.02, 1500)  # mean 10 bps, very noisy
+    challenger = 0.0006 + rng.normal(0, 0.002, 1500)  # 6 bps, ten times steadier
+    sharpe = decide_promotion(challenger, champion, challenger_version="2",
+                              champion_version="1",
+                              config=CONFIG.model_copy(update={"block_size": 24}))
+    assert CONFIG.criterion == "sharpe"
+    assert sharpe.promote, sharpe.reason
+    assert "sharpe difference" in sharpe.reason
+    mean = decide_promotion(challenger, champion, challenger_version="2", champion_version="1",
+                            config=CONFIG.model_copy(update={"criterion": "mean",
+                                                             "block_size": 24}))
+    assert not mean.promote
+    # the resampling is paired: the same bars for both series in every resample
+    result = paired_bootstrap(challenger, champion, n_resamples=500, block_size=24, seed=1,
+                              kind="sharpe")
+    assert result.mean_diff == pytest.approx(
+        challenger.mean() / challenger.std(ddof=1) - champion.mean() / champion.std(ddof=1))
+    assert result.p_value < 0.05

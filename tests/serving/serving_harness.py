@@ -289,6 +289,8 @@ def window_ensemble_class():  # noqa: ANN201
 
 
 def window_outputs(frame: pd.DataFrame) -> pd.DataFrame:
+    """The window model's answer; like the real ensemble it also forecasts horizon 4:
+    ``exp_ret_4`` = 4 x the window's mean return, ``volatility`` = the window's return std."""
     r = frame["logret_1"].astype(float)
     prob = 1.0 / (1.0 + np.exp(-100.0 * float(r.mean())))
     return pd.DataFrame({
@@ -297,12 +299,17 @@ def window_outputs(frame: pd.DataFrame) -> pd.DataFrame:
         "q0.5": [float(r.quantile(0.5))],
         "q0.9": [float(r.quantile(0.9))],
         "disagreement": [float(len(frame))],
+        "prob_up_4": [prob],
+        "exp_ret_4": [4.0 * float(r.mean())],
+        "volatility": [float(r.std())],
     })
 
 
-def register_window_model(env: ServingEnv, name: str, window: int) -> str:
-    """Log the window pyfunc (inputs: series_id, event_timestamp, features) and point the
-    alias ``champion`` of ``name`` at it; returns the version."""
+def register_window_model(env: ServingEnv, name: str, window: int,
+                          policy: dict | None = None) -> str:
+    """Log the window pyfunc (inputs: series_id, event_timestamp, features), with a bundled
+    decision ``policy`` (a PolicyConfig as a dict) if given, and point the alias ``champion``
+    of ``name`` at it; returns the version."""
     import mlflow
     from mlflow import MlflowClient
     from mlflow.models import infer_signature
@@ -315,7 +322,9 @@ def register_window_model(env: ServingEnv, name: str, window: int) -> str:
         mlflow.set_tags(LINEAGE)
         info = mlflow.pyfunc.log_model(
             name="model", python_model=window_ensemble_class()(), signature=signature,
-            metadata={"candlecast": {"window_rows": window}}, pip_requirements=["pandas"],
+            metadata={"candlecast": {"window_rows": window, "policy": policy,
+                                     "costs": None if policy is None else {}}},
+            pip_requirements=["pandas"],
             registered_model_name=name,
         )
     version = str(info.registered_model_version)

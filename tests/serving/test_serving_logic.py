@@ -1,5 +1,5 @@
-"""Pure parts of the service: decisions, risk suggestions, features from candles, model output
-parsing, the per-series window, configuration loading."""
+"""Pure parts of the service: the policy's decision, risk suggestions, features from candles,
+model output parsing, the per-series window, configuration loading."""
 
 from __future__ import annotations
 
@@ -10,15 +10,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from candlecast.backtest.config import CostConfig
 from candlecast.features import FeatureConfig, compute_features, feature_names
+from candlecast.policy import Forecast, Policy, PolicyConfig
 from candlecast.risk import ExitConfig, RiskConfig, SizingConfig
-from candlecast.serving.config import DecisionConfig, ServingConfig, load_serving_config
-from candlecast.serving.model import ModelError, parse_output
+from candlecast.serving.config import ServingConfig, load_serving_config
+from candlecast.serving.model import ModelError, ModelOutput, parse_output
 from candlecast.serving.online import OnlineRow, WindowCache
 from candlecast.serving.signal import (
-    decide_action,
+    action_of,
     features_from_candles,
     is_stale,
+    policy_decision,
     price_from_features,
     risk_suggestion,
 )
@@ -27,13 +30,32 @@ T0 = pd.Timestamp("2019-09-30T12:00:00Z")
 STEP = pd.Timedelta(minutes=30)
 
 
-@pytest.mark.parametrize(("p", "band", "allow_short", "action"), [
-    (0.53, 0.02, True, "long"), (0.52, 0.02, True, "flat"), (0.48, 0.02, True, "flat"),
-    (0.47, 0.02, True, "short"), (0.47, 0.02, False, "flat"), (0.5001, 0.0, True, "long"),
-    (0.5, 0.0, True, "flat"),
-])
-def test_decide_action(p, band, allow_short, action):
-    assert decide_action(p, DecisionConfig(band=band, allow_short=allow_short)) == action
+POLICY = PolicyConfig(horizon=4, entry_margin=1.0, exit_margin=0.0, min_hold_bars=2,
+                      vol_target=None, allow_short=True)
+
+
+def _out(er: float | None, vol: float | None = 0.005, h: int = 4) -> ModelOutput:
+    forecasts = None if er is None else {h: (0.55 if er > 0 else 0.45, er)}
+    return ModelOutput(prob_up=0.5, forecasts=forecasts, volatility=vol)
+
+
+def test_policy_decision_is_the_policys_on_the_models_forecast():
+    policy = Policy(POLICY, CostConfig(), 17_520)
+    rt = 24e-4  # taker round trip of the default costs
+    d = policy_decision(policy, _out(1.5 * rt), 0.0, 0)
+    assert d.target == 1.0 and d.reason == "enter_long"
+    assert d == policy.decide(Forecast(1.5 * rt, 0.005, 0.55), 0.0, 0)  # the same object
+    d = policy_decision(policy, _out(-1.5 * rt), 0.0, 0)
+    assert d.target == -1.0
+    # the caller's position matters: hysteresis and the minimum hold
+    assert policy_decision(policy, _out(0.5 * rt), 1.0, 5).target == 1.0  # hold
+    assert policy_decision(policy, _out(-0.1 * rt), 1.0, 1).reason == "min_hold"
+    assert policy_decision(policy, _out(-0.1 * rt), 1.0, 2).reason == "exit"
+    # a horizon the model did not answer: unknown forecast, keep and open nothing
+    assert policy_decision(policy, _out(0.1, h=16), 0.0, 0).target == 0.0
+    assert policy_decision(policy, _out(0.1, h=16), 0.4, 3).target == 0.4
+    assert policy_decision(None, _out(0.1), 0.0, 0) is None  # no policy: flat
+    assert action_of(0.3) == "long" and action_of(-0.2) == "short" and action_of(0.0) == "flat"
 
 
 def test_staleness_boundaries():
@@ -43,36 +65,25 @@ def test_staleness_boundaries():
     assert is_stale(T0, T0 - STEP - pd.Timedelta(seconds=1), STEP, 1.5)
 
 
-def test_risk_suggestion_default_engine_by_hand():
+def test_risk_suggestion_caps_the_target_and_places_the_atr_stop():
     price, atr = 8000.0, 40.0
-    size, stop, take = risk_suggestion("long", 0.6, price, atr, 0.01, T0, "30m", "s", RiskConfig())
-    # fixed-fractional: 1 % of equity at risk over a 2 x ATR stop, capped at 1 x equity
-    assert size == pytest.approx(min(0.01 * price / (2 * atr), 1.0))
-    assert stop == pytest.approx(price - 2 * atr) and take is None
-    size, stop, _ = risk_suggestion("short", 0.4, price, 400.0, 0.01, T0, "30m", "s",
-                                    RiskConfig())
-    assert size == pytest.approx(0.01 * price / 800.0) and stop == pytest.approx(price + 800)
-    assert risk_suggestion("flat", 0.5, price, atr, 0.01, T0, "30m", "s", RiskConfig()) == (
-        0.0, None, None)
+    size, stop, take = risk_suggestion(0.6, price, atr, T0, "30m", "s", RiskConfig())
+    assert size == pytest.approx(0.6)  # the policy's notional, under every cap
+    assert stop == pytest.approx(price - 2 * atr) and take is None  # the default 2-ATR stop
+    size, stop, _ = risk_suggestion(-0.5, price, 400.0, T0, "30m", "s", RiskConfig())
+    assert size == pytest.approx(0.5) and stop == pytest.approx(price + 800)
+    capped = RiskConfig(sizing=SizingConfig(max_position_fraction=0.25))
+    assert risk_suggestion(0.9, price, atr, T0, "30m", "s", capped)[0] == pytest.approx(0.25)
+    assert risk_suggestion(0.0, price, atr, T0, "30m", "s", RiskConfig()) == (0.0, None, None)
     # no ATR: the ATR stop cannot be placed, the engine rejects the entry
-    assert risk_suggestion("long", 0.6, price, math.nan, 0.01, T0, "30m", "s",
-                           RiskConfig()) == (0.0, None, None)
-    assert risk_suggestion("long", 0.6, math.nan, atr, 0.01, T0, "30m", "s",
-                           RiskConfig()) == (0.0, None, None)
-
-
-def test_risk_suggestion_kelly_with_take_profit():
-    risk = RiskConfig(sizing=SizingConfig(method="kelly", kelly_fraction=0.5, kelly_cap=0.3),
-                      exits=ExitConfig(stop_atr_multiple=1.0, take_profit_r=2.0,
-                                       chandelier_atr_multiple=None))
-    size, stop, take = risk_suggestion("long", 0.45, 100.0, 2.0, 0.01, T0, "1h", "s", risk)
-    b = 2.0  # payoff ratio from the 2R target
-    assert size == pytest.approx(min(0.5 * (0.45 - 0.55 / b), 0.3))
+    assert risk_suggestion(0.6, price, math.nan, T0, "30m", "s", RiskConfig()) == (
+        0.0, None, None)
+    assert risk_suggestion(0.6, math.nan, atr, T0, "30m", "s", RiskConfig()) == (
+        0.0, None, None)
+    with_target = RiskConfig(exits=ExitConfig(stop_atr_multiple=1.0, take_profit_r=2.0,
+                                              chandelier_atr_multiple=None))
+    _, stop, take = risk_suggestion(0.5, 100.0, 2.0, T0, "1h", "s", with_target)
     assert (stop, take) == (pytest.approx(98.0), pytest.approx(104.0))
-    # short side wins with probability 1 - prob_up
-    size, stop, take = risk_suggestion("short", 0.3, 100.0, 2.0, 0.01, T0, "1h", "s", risk)
-    assert size == pytest.approx(min(0.5 * (0.7 - 0.3 / b), 0.3))
-    assert (stop, take) == (pytest.approx(102.0), pytest.approx(96.0))
 
 
 def test_incremental_features_from_candles_equal_batch(btc_30m):

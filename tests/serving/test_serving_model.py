@@ -325,3 +325,61 @@ def test_service_freezes_the_loaded_stack_out_of_the_collector(serving_env):
         gc.unfreeze()
         plain.stop()
         frozen.stop()
+
+
+def test_signal_answers_the_bundled_policys_target(serving_env):
+    """A model version that carries a policy: /signal's target is that Policy's decision on
+    the model's horizon-4 forecast, for the position and holding time the caller reports;
+    /metadata shows the policy."""
+    from candlecast.backtest.config import CostConfig
+    from candlecast.policy import Forecast, Policy, PolicyConfig
+
+    config = PolicyConfig(horizon=4, entry_margin=0.05, exit_margin=-1.0, min_hold_bars=3,
+                          vol_target=0.5, allow_short=True)
+    name = f"policy-ensemble-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
+    register_window_model(serving_env, name, WINDOW, policy=config.model_dump(mode="json"))
+    server = _loaded(_config(serving_env, model_uri=f"models:/{name}@champion"))
+    assert server.metadata().policy == config.model_dump(mode="json")
+    frame = server.window.update(server.reader.latest(BTC.series_id), pd.Timedelta("30min"))
+    out = window_outputs(frame.tail(WINDOW))
+    policy = Policy(config, CostConfig(), 17_520)
+    forecast = Forecast(float(out["exp_ret_4"].iloc[0]), float(out["volatility"].iloc[0]))
+    answers = {}
+    for position, held in ((0.0, 0), (0.3, 1), (-0.3, 5), (0.3, 5)):
+        request = SeriesRequest(exchange="bitfinex", symbol="BTC/USD", timeframe="30m",
+                                position=position, bars_held=held)
+        answer = server.signal(request)
+        expected = policy.decide(forecast, position, held)
+        assert answer.target_position == pytest.approx(expected.target)
+        assert answer.policy.reason == str(expected.reason)
+        assert answer.action == ("long" if expected.target > 0 else
+                                 "short" if expected.target < 0 else "flat")
+        assert answer.forecasts["4"].expected_return == pytest.approx(forecast.expected_return)
+        assert answer.execution.entry == "market"
+        answers[(position, held)] = answer
+    assert len({a.policy.reason for a in answers.values()}) >= 2  # the position matters
+    # a model without a policy is served flat, and says so
+    plain = _loaded(_config(serving_env, model_uri=f"models:/{WINDOW_NAME}@champion"))
+    answer = plain.signal(BTC)
+    assert answer.target_position == 0.0 and answer.policy.reason == "no_policy"
+
+
+def test_the_trader_parses_the_policy_answer(serving_env):
+    """The service's answer and the trader's client agree on the contract: a real /signal
+    answer with a policy parses and carries the target, the execution style and forecasts."""
+    from candlecast.policy import PolicyConfig
+    from candlecast.trading.signals import parse_signal
+
+    config = PolicyConfig(horizon=4, entry_margin=0.05, exit_margin=-1.0, vol_target=0.5,
+                          allow_short=True)
+    name = f"policy-parse-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
+    register_window_model(serving_env, name, WINDOW, policy=config.model_dump(mode="json"))
+    server = _loaded(_config(serving_env, model_uri=f"models:/{name}@champion"))
+    answer = server.signal(SeriesRequest(exchange="bitfinex", symbol="BTC/USD",
+                                         timeframe="30m", position=0.2, bars_held=4))
+    parsed = parse_signal(json.loads(answer.model_dump_json()))
+    assert parsed.has_target and parsed.target_position == answer.target_position
+    assert parsed.execution.entry == "market" and 4 in parsed.forecasts
+    stale = server.signal(SeriesRequest(exchange="bitfinex", symbol="ETH/USD", timeframe="30m"))
+    if stale.status == "stale":  # the ETH rows of the session's store are old
+        assert not parse_signal(json.loads(stale.model_dump_json())).has_target

@@ -1,13 +1,17 @@
 """Live orders through the real ccxt client against a fake Binance on 127.0.0.1: precision,
-idempotent client ids, no duplicate after a timeout whose outcome is unknown, reconciliation
-after a crash, a whole live session, and credentials that never leak."""
+idempotent client ids, no duplicate after a timeout whose outcome is unknown, post-only limit
+orders (refused when they would take, filled only when a later candle trades through them,
+cancelled or replaced by a market order at expiry), reconciliation after a crash, whole live
+sessions with market and with limit execution, and credentials that never leak."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -19,11 +23,18 @@ from fake_binance_orders import (  # noqa: E402
     FakeOrdersServer,
     OrderFault,
 )
-from trading_helpers import MemorySink, ScriptedSignals  # noqa: E402
+from trading_helpers import MemorySink, PolicyScript, ScriptedSignals  # noqa: E402
 
-from candlecast.backtest import BacktestConfig, CostConfig, sma_crossover_signal  # noqa: E402
-from candlecast.exchange import BackoffPolicy, CcxtOhlcvSource, PermanentExchangeError  # noqa: E402
+from candlecast.backtest import BacktestConfig, CostConfig  # noqa: E402
+from candlecast.backtest.config import ExecutionConfig  # noqa: E402
+from candlecast.exchange import (  # noqa: E402
+    BackoffPolicy,
+    CcxtOhlcvSource,
+    PermanentExchangeError,
+    TransientExchangeError,
+)
 from candlecast.exchange.orders import CcxtOrderGateway  # noqa: E402
+from candlecast.policy import Policy, PolicyConfig  # noqa: E402
 from candlecast.risk import RiskConfig  # noqa: E402
 from candlecast.trading import (  # noqa: E402
     Bar,
@@ -64,10 +75,11 @@ def _broker(server, events: list | None = None) -> CcxtBroker:
     return broker
 
 
-def _book(target: float, intent: str = "signal_entry:long") -> SymbolBook:
+def _book(target: float, intent: str = "target:enter_long:long", **order) -> SymbolBook:
     book = SymbolBook(SYMBOL)
-    book.set_order(target, None, "signal_entry",
-                   client_order_id("candlecast", "binance:BTC/USDT:1h", NOW_MS, intent), True)
+    book.set_order(target, None, "target:enter_long",
+                   client_order_id("candlecast", "binance:BTC/USDT:1h", NOW_MS, intent), True,
+                   **order)
     return book
 
 
@@ -137,17 +149,25 @@ def test_precision_minimums_and_duplicate_ids(exchange):
     assert gw.price_to_precision(SYMBOL, 1234.5678) == 1234.57
 
 
-def _actions(fake) -> dict[int, int]:
-    """SMA(5)/SMA(20) long/flat for every candle the fake will serve in the next 500 hours."""
+def _script(fake, execution: ExecutionConfig | None = None) -> PolicyScript:
+    """A long-only policy (half the account at most) on a noisy forecast of the next 4 hours
+    of every candle the fake will serve in the next 500 hours."""
     start = pd.Timestamp(DEFAULT_LISTING_MS, unit="ms", tz="UTC")
     future = FakeBinanceOrders(now_ms=fake.now_ms + 500 * HOUR_MS)
     candles = future.expected(SYMBOL, "1h", start, start + pd.Timedelta(hours=1500))
-    signal = sma_crossover_signal(candles["close"].to_numpy(), 5, 20, long_only=True)
-    return dict(zip(pd.DatetimeIndex(candles["timestamp"]).asi8.tolist(), signal.tolist(),
-                    strict=True))
+    close = candles["close"].to_numpy()
+    fwd = np.zeros(len(close))
+    fwd[:-4] = np.log(close[4:] / close[:-4])
+    er = (fwd + np.random.default_rng(11).normal(0, 0.5 * fwd.std(), len(fwd))) / 1.25
+    cfg = PolicyConfig(horizon=4, entry_margin=1.0, exit_margin=0.0, min_hold_bars=1,
+                       vol_target=None, max_position=0.5, allow_short=False, min_change=0.05,
+                       execution=execution or ExecutionConfig())
+    return PolicyScript(Policy(cfg, CostConfig(), 8760.0),
+                        pd.DatetimeIndex(candles["timestamp"]).asi8.tolist(), er,
+                        np.full(len(er), 0.005))
 
 
-def _live_trader(fake, server, tmp_path, actions, gateway=None) -> tuple[Trader, StateStore]:
+def _live_trader(fake, server, tmp_path, script, gateway=None) -> tuple[Trader, StateStore]:
     cfg = TradeConfig(mode="live", live_confirmed=True, exchange="binance", symbols=(SYMBOL,),
                       timeframe="1h", state_db=str(tmp_path / "live.db"),
                       kill_switch_file=str(tmp_path / "KILL"), pause_file=str(tmp_path / "P"),
@@ -164,7 +184,7 @@ def _live_trader(fake, server, tmp_path, actions, gateway=None) -> tuple[Trader,
     broker = CcxtBroker(gateway or _gateway(server), CostConfig(),
                         policy=BackoffPolicy(2, 0.01, 0.02), sleep=lambda s: None)
     sink = MemorySink()
-    signals = ScriptedSignals(sink, HOUR_MS * 1_000_000, actions)
+    signals = ScriptedSignals(sink, HOUR_MS * 1_000_000, script)
     store = StateStore(cfg.state_db, synchronous="NORMAL")
     trader = Trader(cfg, broker=broker, feed=feed, signals=signals, store=store,
                     risk=RiskConfig.plain(0.5), costs=CostConfig(),
@@ -182,8 +202,8 @@ def _check_ledger(trader: Trader, fake) -> None:
 def test_live_session_crash_and_reconciliation(exchange, tmp_path, caplog):
     caplog.set_level(logging.DEBUG)
     fake, server = exchange
-    actions = _actions(fake)
-    trader, store = _live_trader(fake, server, tmp_path, actions)
+    script = _script(fake)
+    trader, store = _live_trader(fake, server, tmp_path, script)
     assert trader.run(max_ticks=150).status == "max_ticks"
     orders = store.frame("orders")
     sent = orders[orders["status"].isin(["closed", "filled"])]
@@ -208,7 +228,7 @@ def test_live_session_crash_and_reconciliation(exchange, tmp_path, caplog):
     pending_id = trader.books[SYMBOL].order_id
     store.close()
     n_orders = len(fake.orders)
-    trader, store = _live_trader(fake, server, tmp_path, actions)  # restart
+    trader, store = _live_trader(fake, server, tmp_path, script)  # restart
     assert fake.order_posts == n_orders and len(fake.orders) == n_orders  # found, not resent
     assert trader.books[SYMBOL].order_id == pending_id
     assert any("found" in m for m in store.frame("events")["message"])
@@ -225,7 +245,7 @@ def test_live_session_crash_and_reconciliation(exchange, tmp_path, caplog):
     new_id = trader.books[SYMBOL].order_id
     assert len(fake.orders) == before and new_id != pending_id
     store.close()
-    trader, store = _live_trader(fake, server, tmp_path, actions)  # restart: sends it once
+    trader, store = _live_trader(fake, server, tmp_path, script)  # restart: sends it once
     assert [o["clientOrderId"] for o in fake.orders].count(new_id) == 1
     assert trader.run(max_ticks=20).status == "max_ticks"
     ids = [o["clientOrderId"] for o in fake.orders]
@@ -243,6 +263,142 @@ def test_live_session_crash_and_reconciliation(exchange, tmp_path, caplog):
         for thing in (trader, trader.broker, trader.broker.gateway, trader.config, trader.feed):
             assert secret not in repr(thing)
     assert "create_order" in text or "order" in text  # the log is not empty
+
+
+def _limit_book(target: float, price: float, intent: str) -> SymbolBook:
+    return _book(target, intent, style="limit", limit=price, last_bar=5, on_expire="cancel")
+
+
+def _posted(fake) -> list[dict]:
+    return [r.params for r in fake.requests if r.path == "/api/v3/order" and "side" in r.params]
+
+
+def test_post_only_limit_orders_refuse_to_take_and_fill_only_through_the_price(exchange):
+    fake, server = exchange
+    events: list = []
+    broker = _broker(server, events)
+    rules = broker.rules[SYMBOL]
+    assert rules.post_only and rules.maker_fee == pytest.approx(0.001)  # ccxt's binance spot
+    market = fake.market_price("BTCUSDT")
+
+    taking = _limit_book(0.01, market * 1.001, "a")  # a buy above the market would take
+    report = broker.submit(taking, ref_price=market)
+    assert report.status == "rejected" and not taking.pending
+    assert taking.order_status == "rejected" and fake.orders == []
+    assert _posted(fake)[-1]["type"] == "LIMIT_MAKER"  # ccxt's postOnly on binance spot
+    assert [k for k, _ in events] == ["post_only_rejected"]
+    assert broker.open_fills(taking, _bar(fake)) == []  # nothing to poll
+
+    wanted = market * 0.996 + 0.001234  # not on the 0.01 price grid
+    book = _limit_book(0.0123456, wanted, "b")
+    report = broker.submit(book, ref_price=market)
+    assert report.status == "open" and report.price == round(wanted, 2)
+    assert report.amount == pytest.approx(0.01234) and report.detail == "post-only"
+    (order,) = fake.orders
+    assert order["type"] == "LIMIT_MAKER" and float(order["price"]) == report.price
+    price = report.price
+    # the first candle from now whose low trades through the price fills it, once it closed
+    step = HOUR_MS
+    index = (fake.now_ms - fake.listing_ms) // step
+    lows = []
+    while not lows or not lows[-1] < price:
+        row = fake.candle("BTCUSDT", index + len(lows), fake.listing_ms + (index + len(lows))
+                          * step)
+        lows.append(float(row[3]))
+    assert len(lows) >= 1
+    for _ in range(len(lows) - 1):  # candles that did not trade through: nothing
+        fake.now_ms += step
+        assert broker.open_fills(book, _bar(fake)) == [] and book.order_status == "open"
+    fake.now_ms += step
+    (fill,) = broker.open_fills(book, _bar(fake))
+    assert broker.settle(book) == "filled" and not book.pending
+    assert fill.qty == pytest.approx(0.01234) and fill.price == pytest.approx(price)
+    assert fill.ref_price == price and fill.slippage == pytest.approx(0.0, abs=1e-9)
+    assert fill.fee == pytest.approx(fake.executions[-1]["fee"], rel=1e-9)  # the maker fee
+    assert fake.executions[-1]["maker"]
+
+    resting = _limit_book(0.01, market * 0.5, "c")  # far below: rests until cancelled
+    assert broker.submit(resting, ref_price=market).status == "open"
+    assert broker.cancel(resting, 0) == [] and resting.order_status == "canceled"
+    assert fake.orders[-1]["status"] == "CANCELED"
+
+    broker.rules[SYMBOL] = dataclasses.replace(rules, post_only=False)  # a venue without it
+    plain = _limit_book(0.01, fake.market_price("BTCUSDT") * 1.001, "d")
+    report = broker.submit(plain, ref_price=market)
+    assert report.status == "closed" and fake.orders[-1]["type"] == "LIMIT"  # took at once
+    assert not fake.executions[-1]["maker"]
+
+
+def test_cancel_never_forgets_an_order_the_exchange_cannot_describe(exchange):
+    """A limit order to cancel (expiry, replacement) whose look-up keeps failing: the broker
+    raises instead of dropping an order that may still fill; once the exchange answers, the
+    cancel goes through."""
+    fake, server = exchange
+    broker = _broker(server)
+    book = _limit_book(0.01, fake.market_price("BTCUSDT") * 0.5, "e")
+    assert broker.submit(book, ref_price=1000.0).status == "open"
+    fake.query_faults.update({fake.order_queries + i: OrderFault("http", status=503)
+                              for i in range(3)})
+    with pytest.raises(TransientExchangeError, match="cannot tell"):
+        broker.cancel(book, 0)
+    assert book.pending and fake.orders[-1]["status"] == "NEW"  # nothing forgotten
+    assert broker.cancel(book, 0) == [] and not book.pending
+    assert fake.orders[-1]["status"] == "CANCELED"
+
+
+@pytest.mark.parametrize("on_expire", ["cancel", "market"])
+def test_live_session_with_post_only_limit_orders(exchange, tmp_path, on_expire):
+    """A live session whose policy works passive limit orders: sent post-only at the exchange's
+    price precision; refused when the market already moved through them (dropped, decided
+    again); partly filled under the fake's volume share; cancelled at expiry, or their rest
+    sent as a market order; every fill booked once, the ledger equal to the exchange's."""
+    fake, server = exchange
+    fake.fill_participation = 0.02
+    execution = ExecutionConfig(entry="limit", exit="limit", limit_offset_bps=10.0,
+                                expire_bars=2, on_expire=on_expire)
+    trader, store = _live_trader(fake, server, tmp_path, _script(fake, execution))
+    assert trader.run(max_ticks=200).status == "max_ticks"
+    orders = store.frame("orders")
+    limits = orders[orders["style"] == "limit"]
+    makers = fake.sent("LIMIT_MAKER")
+    assert len(makers) >= 5 and fake.sent("LIMIT") == []
+    sent = limits[limits["exchange_id"].notna()]
+    assert sorted(o["clientOrderId"] for o in makers) == sorted(sent["client_id"])
+    prices = {o["clientOrderId"]: float(o["price"]) for o in makers}
+    for row in sent.itertuples():
+        assert row.limit_price == prices[row.client_id]  # journalled as sent
+        assert round(row.limit_price, 2) == row.limit_price  # on the 0.01 tick grid
+    events = store.frame("events")
+    rejected = limits[limits["status"] == "rejected"]
+    assert len(rejected) >= 1 and (events["kind"] == "post_only_rejected").sum() == len(rejected)
+    maker_fills = [e for e in fake.executions if e["maker"]]
+    assert len(maker_fills) >= 5
+    partial = {e["clientOrderId"] for e in maker_fills}
+    assert any(sum(e["clientOrderId"] == c for e in maker_fills) > 1 for c in partial)
+    deletes = [r for r in fake.requests if r.path == "/api/v3/order" and r.status == 200
+               and r.params.get("orderId") and "side" not in r.params]
+    assert deletes  # limit orders still open on their last candle were cancelled
+    decisions = store.frame("decisions")
+    if on_expire == "cancel":
+        assert (decisions["action"] == "expire").sum() >= 1 and fake.sent("MARKET") == []
+    else:
+        after = orders[orders["intent"].str.endswith(":to_market")]
+        assert len(after) >= 1 and (after["style"] == "market").all()
+        assert {o["clientOrderId"] for o in fake.sent("MARKET")} <= set(after["client_id"])
+    # every execution booked exactly once (the last working order's after a final poll)
+    trader.reconcile()
+    fills = store.frame("fills")
+    booked = fills.groupby("client_id")["qty"].sum()
+    executed = pd.Series([e["qty"] for e in fake.executions],
+                         index=[e["clientOrderId"] for e in fake.executions]).groupby(level=0).sum()
+    pd.testing.assert_series_equal(booked.sort_index(), executed.sort_index(), check_names=False,
+                                   rtol=1e-9)
+    reconciled = store.frame("events")
+    assert not reconciled[reconciled["kind"] == "reconcile"]["message"].str.contains(
+        "cash|position").any()  # nothing to adopt: the ledger was right
+    _check_ledger(trader, fake)
+    ids = [o["clientOrderId"] for o in fake.orders]
+    assert len(ids) == len(set(ids))
 
 
 def test_errors_never_carry_credentials(exchange):

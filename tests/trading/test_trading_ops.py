@@ -8,30 +8,34 @@ import pandas as pd
 import pytest
 from trading_helpers import (
     assert_same_fills,
+    backtest_script,
     build_paper_trader,
+    make_script,
     replay_slice,
-    sma_actions,
     trader_fills,
 )
 from typer.testing import CliRunner
 
-from candlecast.backtest import BacktestConfig, CostConfig, run_event_driven
 from candlecast.features import FeatureConfig
 from candlecast.risk import RiskConfig
+from candlecast.trading import StateStore
 from candlecast.trading.cli import trade_app
 
 START, N = 6000, 400
+STOPS = {"stop_loss", "chandelier_stop", "breakeven_stop", "trailing_stop"}
 
 
 @pytest.fixture(name="slice_")
 def slice_fixture(btc_30m):
     full, replay, feats = replay_slice(btc_30m, START, N, FeatureConfig())
-    return full, replay, feats, sma_actions(btc_30m, START, N)
+    script = make_script(replay, feats, btc_30m, START, seed=4, horizon=4, entry_margin=1.0,
+                         exit_margin=0.0, min_hold_bars=2, vol_target=0.5, allow_short=True)
+    return full, replay, feats, script
 
 
 def test_pause_ignores_signals_but_keeps_stops(tmp_path, slice_):
-    full, replay, feats, actions = slice_
-    trader, _, _, store = build_paper_trader(tmp_path, full, replay, actions)
+    full, replay, feats, script = slice_
+    trader, signals, _, store = build_paper_trader(tmp_path, full, replay, script)
     lo, hi = 120, 220
     trader.run(max_ticks=lo)
     result = CliRunner().invoke(trade_app, ["pause", "--pause-file", str(tmp_path / "PAUSE")])
@@ -39,14 +43,15 @@ def test_pause_ignores_signals_but_keeps_stops(tmp_path, slice_):
     trader.run(max_ticks=hi - lo)
     CliRunner().invoke(trade_app, ["resume", "--pause-file", str(tmp_path / "PAUSE")])
     assert trader.run().status == "ended"
-    held = actions.copy()
-    held[lo:hi] = actions[lo - 1]
-    expected = run_event_driven(replay, held, RiskConfig(), CostConfig(), BacktestConfig(),
-                                atr=feats["atr"].to_numpy())
-    assert_same_fills(trader_fills(store), expected.fills)
-    plain = run_event_driven(replay, actions, RiskConfig(), CostConfig(), BacktestConfig(),
-                             atr=feats["atr"].to_numpy())
+    expected = backtest_script(replay, feats, script, held=range(lo, hi))
+    fills = trader_fills(store)
+    assert_same_fills(fills, expected.fills)
+    plain = backtest_script(replay, feats, script)
     assert len(plain.fills) != len(expected.fills)  # the pause made a difference
+    stamps = pd.DatetimeIndex(replay["timestamp"]).asi8
+    paused = fills[(fills["ts"] >= stamps[lo]) & (fills["ts"] <= stamps[hi - 1])]
+    assert set(paused["reason"]) & STOPS  # stops acted during the pause
+    assert signals.calls == N - (hi - lo)  # the service was not asked while paused
     kinds = list(store.frame("events")["kind"])
     assert kinds.count("pause") == 1 and kinds.count("resume") == 1
     bars = store.frame("bars")
@@ -54,17 +59,15 @@ def test_pause_ignores_signals_but_keeps_stops(tmp_path, slice_):
 
 
 def test_kill_without_flatten_then_reset(tmp_path, slice_):
-    full, replay, _, actions = slice_
+    full, replay, _, script = slice_
     kill_file = tmp_path / "KILL"
-    trader, _, _, store = build_paper_trader(tmp_path, full, replay, actions,
+    trader, _, _, store = build_paper_trader(tmp_path, full, replay, script,
                                              config={"flatten_on_kill": False})
     book = trader.books["BTC/USD"]
     for _ in range(N):  # run until a position is open and an order is working
         trader.run(max_ticks=1)
-        if book.pos != 0.0 and not book.pending and actions[len(store.frame("ticks"))] != \
-                actions[len(store.frame("ticks")) - 1]:
+        if book.pos != 0.0 and book.pending:
             break
-    trader.run(max_ticks=1)  # the signal change: a working exit order now
     assert book.pending
     held = book.pos
     result = CliRunner().invoke(trade_app, ["kill", "--reason", "operator test",
@@ -80,7 +83,7 @@ def test_kill_without_flatten_then_reset(tmp_path, slice_):
     assert refused.exit_code == 1 and "remove the kill switch file" in refused.output
     kill_file.unlink()
     assert CliRunner().invoke(trade_app, ["reset-kill", *db]).exit_code == 0
-    trader, _, _, store = build_paper_trader(tmp_path, full, replay, actions,
+    trader, _, _, store = build_paper_trader(tmp_path, full, replay, script,
                                              config={"flatten_on_kill": False})
     assert not trader.account.killed
     assert trader.run().status == "ended"
@@ -88,11 +91,11 @@ def test_kill_without_flatten_then_reset(tmp_path, slice_):
 
 
 def test_bad_candle_is_skipped_and_reported(tmp_path, slice_):
-    full, replay, _, actions = slice_
+    full, replay, _, script = slice_
     broken = full.copy()
     row = len(full) - N + 50
     broken.loc[row, "high"] = broken.loc[row, "low"] * 0.5  # high below low
-    trader, _, _, store = build_paper_trader(tmp_path, broken, replay, actions)
+    trader, _, _, store = build_paper_trader(tmp_path, broken, replay, script)
     assert trader.run().status == "ended"
     events = store.frame("events")
     bad = events[events["kind"] == "bad_candle"]
@@ -104,13 +107,20 @@ def test_bad_candle_is_skipped_and_reported(tmp_path, slice_):
 
 
 def test_stored_state_refuses_changed_settings(tmp_path, slice_):
-    full, replay, _, actions = slice_
-    trader, _, _, store = build_paper_trader(tmp_path, full, replay, actions)
+    full, replay, _, script = slice_
+    trader, _, _, store = build_paper_trader(tmp_path, full, replay, script)
     trader.run(max_ticks=5)
     store.close()
     with pytest.raises(ValueError, match="different settings.*risk"):
-        build_paper_trader(tmp_path, full, replay, actions,
+        build_paper_trader(tmp_path, full, replay, script,
                            risk=RiskConfig(exits={"stop_atr_multiple": 3.0}))
+    with StateStore(tmp_path / "state.db") as old:  # as the -1/0/+1 signal trader wrote it
+        fingerprint = old.get("fingerprint")
+        del fingerprint["state_format"]
+        with old.transaction():
+            old.put("fingerprint", fingerprint)
+    with pytest.raises(ValueError, match="older trader.*target positions"):
+        build_paper_trader(tmp_path, full, replay, script)
 
 
 @pytest.mark.slow
@@ -127,7 +137,7 @@ def test_feast_online_store_gets_each_candle_at_its_close(tmp_path, slice_):
     from candlecast.features import compute_features, feature_names
     from candlecast.trading import FeastOnlineSink
 
-    full, replay, feats, actions = slice_
+    full, replay, feats, script = slice_
     names = feature_names(FeatureConfig())
     repo = tmp_path / "repo"
     repo.mkdir()
@@ -144,7 +154,7 @@ def test_feast_online_store_gets_each_candle_at_its_close(tmp_path, slice_):
     sink = FeastOnlineSink(repo, names, store=feast)
     n = 30
     trader, _, _, _ = build_paper_trader(tmp_path, full.iloc[:len(full) - N + n],
-                                         replay.iloc[:n], actions[:n])
+                                         replay.iloc[:n], script)
     memory = trader.sink  # the scripted service reads this one
 
     class Both:

@@ -1,10 +1,12 @@
-"""Parity: replaying real candles through the paper trader gives the backtester's trades and equity.
+"""Parity: replaying real candles through the paper trader gives the target backtester's trades,
+decisions and equity.
 
-The backtester (``run_event_driven``) gets the candles, the signal array and the ATR/volatility
-from the *batch* feature path; the trader gets the same candles one by one from a replay feed,
-computes its features incrementally, and asks an in-process signal service that answers from the
-same signal table. Fills (time, side, size, price, fee, reason) and the per-candle equity must
-agree to float rounding.
+The backtester (``run_targets``) gets the candles, the ATR from the *batch* feature path and a
+``PolicyDecider`` over precomputed forecast arrays; the trader gets the same candles one by one
+from a replay feed, computes its features incrementally, reports its intended position and bars
+held to an in-process signal service, and that service runs the SAME policy on the same arrays
+for the position the trader reported. Fills (time, side, size, price, fee, reason), decisions,
+the per-candle equity and what the trader reported must agree to float rounding.
 """
 
 from __future__ import annotations
@@ -13,32 +15,38 @@ import numpy as np
 import pandas as pd
 import pytest
 from trading_helpers import (
+    RecordingDecider,
+    assert_same_decisions,
     assert_same_fills,
+    backtest_script,
     build_paper_trader,
+    make_script,
     replay_slice,
-    sma_actions,
     trader_fills,
 )
 
-from candlecast.backtest import BacktestConfig, CostConfig, run_event_driven
+from candlecast.backtest import BacktestConfig, CostConfig
+from candlecast.backtest.config import ExecutionConfig
 from candlecast.features import FeatureConfig
 from candlecast.risk import RiskConfig
-from candlecast.risk.config import ExitConfig, LimitsConfig, SizingConfig
+from candlecast.risk.config import ExitConfig, LimitsConfig
 
 START, N = 6000, 1500  # a real slice of Bitfinex BTC/USD 30m, with gaps in the priming history
+STOPS = {"stop_loss", "chandelier_stop", "breakeven_stop", "trailing_stop"}
+LONG_SHORT = {"horizon": 4, "entry_margin": 1.0, "exit_margin": 0.0, "min_hold_bars": 2,
+              "vol_target": 0.5, "allow_short": True, "min_change": 0.1}
 
 
-def _compare(tmp_path, btc_30m, actions, *, risk, costs, backtest, prob_up=None, kill_at=None):
+def _compare(tmp_path, btc_30m, *, risk, costs, backtest, kill_at=None, seed=0, **policy):
     features = FeatureConfig()
     full, replay, feats = replay_slice(btc_30m, START, N, features)
-    bt = run_event_driven(replay, actions, risk, costs, backtest, atr=feats["atr"].to_numpy(),
-                          volatility=feats["rv_48"].to_numpy(), probability=(
-                              None if prob_up is None else
-                              np.where(actions > 0, prob_up, 1 - prob_up)),
-                          kill_at=kill_at)
+    script = make_script(replay, feats, btc_30m, START, costs=costs, seed=seed, **policy)
+    asked = RecordingDecider(script.decider())
+    bt = backtest_script(replay, feats, script, risk=risk, costs=costs, backtest=backtest,
+                         kill_at=kill_at, decider=asked)
     trader, signals, sink, store = build_paper_trader(
-        tmp_path, full, replay, actions, prob_up=prob_up, risk=risk, costs=costs,
-        backtest=backtest, features=features)
+        tmp_path, full, replay, script, risk=risk, costs=costs, backtest=backtest,
+        features=features)
     if kill_at is None:
         summary = trader.run()
         assert summary.status == "ended" and summary.ticks == N
@@ -55,69 +63,116 @@ def _compare(tmp_path, btc_30m, actions, *, risk, costs, backtest, prob_up=None,
     n = len(ticks)
     np.testing.assert_allclose(ticks["equity"].to_numpy(), bt.equity[:n], rtol=1e-9)
     assert sink.writes == n
-    assert signals.calls == (n if kill_at is None else n - 1)  # killed: no more signals
-    return bt, trader, store
+    # the trader reported to the service exactly what the backtester's decider was given
+    index = {int(t): i for i, t in enumerate(pd.DatetimeIndex(replay["timestamp"]).asi8)}
+    reported = [(index[t], p, h) for t, p, h in signals.requests][:len(asked.calls)]
+    assert [(b, h) for b, _, h in reported] == [(b, h) for b, _, h in asked.calls]
+    np.testing.assert_allclose([p for _, p, _ in reported], [p for _, p, _ in asked.calls],
+                               rtol=1e-9, atol=1e-12)
+    assert max(h for _, _, h in asked.calls) > 2  # positions were held for several candles
+    return bt, trader, store, signals
 
 
-def test_paper_replay_matches_backtester_default_risk(tmp_path, btc_30m):
-    """Default risk engine (ATR stop, chandelier, break-even, fixed-fractional sizing, limits)
-    and default costs (spread, slippage, impact, 10 % volume cap -> partial fills), long-short."""
-    actions = sma_actions(btc_30m, START, N)
-    bt, trader, store = _compare(tmp_path, btc_30m, actions, risk=RiskConfig(),
-                                 costs=CostConfig(), backtest=BacktestConfig())
+def test_market_targets_match_backtest_default_risk(tmp_path, btc_30m):
+    """Market orders, the default risk engine (ATR stop, chandelier, break-even, limits) and
+    default costs (spread, slippage, impact, 10 % volume cap), long/short, vol-targeted sizes."""
+    bt, trader, store, signals = _compare(tmp_path, btc_30m, risk=RiskConfig(),
+                                          costs=CostConfig(), backtest=BacktestConfig(),
+                                          **LONG_SHORT)
     reasons = set(bt.fills["reason"])
-    assert {"signal_entry", "signal_exit"} <= reasons or "signal_reverse" in reasons
-    assert reasons & {"stop_loss", "chandelier_stop", "breakeven_stop"}  # risk exits happened
-    # decisions agree too (the backtester never decides on its last bar)
-    bt_dec = bt.decisions
-    tr_dec = store.frame("decisions")
-    tr_dec = tr_dec[tr_dec["ts"] < pd.DatetimeIndex(bt.timestamps).asi8[-1]]
-    assert list(tr_dec["action"]) == list(bt_dec["action"])
-    assert list(tr_dec["reason"]) == list(bt_dec["reason"])
-    np.testing.assert_allclose(tr_dec["qty"].to_numpy(float), bt_dec["qty"].to_numpy(float),
-                               rtol=1e-9)
+    assert {"target_entry", "target_exit"} <= reasons
+    assert reasons & STOPS  # the risk engine's stops acted between the policy's decisions
+    assert (bt.fills["side"] < 0).any() and (bt.position < 0).any()  # shorts too
+    assert {"target_resize", "target_reverse"} & reasons
+    decisions = assert_same_decisions(store, bt)
+    assert {"target", "enter", "exit"} <= set(decisions["action"])
     # the stored risk state is the backtester's final risk state
-    assert trader.risk_state is not None
     final = bt.final_risk_state  # type: ignore[attr-defined]
     assert trader.risk_state.peak_equity == pytest.approx(final.peak_equity, rel=1e-9)
     assert set(trader.risk_state.positions) == set(final.positions)
+    # the policy's last answer is kept for `trade status`
+    book = store.book("BTC/USD")
+    assert book["policy_reason"] and book["target_position"] is not None
+    bars = store.frame("bars")
+    assert bars["target_position"].notna().all() and (bars["policy_reason"] != "").all()
 
 
-def test_paper_replay_matches_backtester_kelly_reenter_funding(tmp_path, btc_30m):
-    """Kelly sizing from the service's probabilities, take-profit targets (maker fills), time
-    stops, re-entries after exits, long-only, perpetual funding, and an account large enough
-    for the 5 % volume cap to split orders over several candles (partial fills)."""
-    rng = np.random.default_rng(7)
-    actions = sma_actions(btc_30m, START, N, long_only=True)
-    prob_up = np.clip(0.5 + 0.15 * actions + rng.normal(0, 0.05, N), 0.01, 0.99)
+@pytest.mark.parametrize("on_expire", ["cancel", "market"])
+def test_limit_targets_match_backtest_partial_fills_and_expiry(tmp_path, btc_30m, on_expire):
+    """Passive limit entries and exits (maker fee, fill only when a later candle trades through
+    the price), partial fills under a 2 % volume cap on a large account, expiry after two
+    candles (the rest cancelled, or sent as a market order), long/short, funding, stops."""
+    execution = ExecutionConfig(entry="limit", exit="limit", limit_offset_bps=2.0,
+                                expire_bars=2, on_expire=on_expire)
+    costs = CostConfig(max_participation=0.02, funding_rate_8h=0.0001)
+    bt, _, store, _ = _compare(
+        tmp_path, btc_30m, risk=RiskConfig(), costs=costs,
+        backtest=BacktestConfig(initial_equity=2e6), execution=execution, seed=3,
+        **LONG_SHORT)
+    fills = trader_fills(store)
+    target_fills = fills[fills["reason"].str.startswith("target")]
+    maker = target_fills[target_fills["price"] == target_fills["ref_price"]]
+    assert len(maker) > 20  # filled passively at the limit price
+    orders = store.frame("orders")
+    limits = orders[orders["style"] == "limit"]
+    assert limits["limit_price"].notna().all() and len(limits) > 20
+    per_order = fills.groupby("client_id")["ts"].nunique()
+    assert (per_order.loc[per_order.index.isin(limits["client_id"])] > 1).sum() >= 3  # partial
+    decisions = assert_same_decisions(store, bt)
+    events = store.frame("events")
+    to_market = (events["kind"] == "limit_to_market").sum()
+    expired = (decisions["action"] == "expire").sum()
+    if on_expire == "cancel":
+        assert expired > 5 and to_market == 0
+        assert (orders["status"] == "expired").sum() == expired
+    else:
+        assert expired == 0 and to_market > 5
+        after = orders[orders["intent"].str.endswith(":to_market")]
+        assert len(after) == to_market and (after["style"] == "market").all()
+        taker = target_fills[target_fills["client_id"].isin(after["client_id"])]
+        assert len(taker) > 0 and (taker["price"] != taker["ref_price"]).all()
+    assert (bt.position < 0).any() and (bt.position > 0).any()
+    assert bt.costs["funding"] != 0
+
+
+def test_long_only_targets_with_take_profit_time_stop_and_trade_limits(tmp_path, btc_30m):
+    """A long-only policy over a longer horizon with take-profit targets (maker fills), time
+    stops, a trades-per-day limit and a cooldown after losses, perpetual funding and a 5 %
+    volume cap on a large account (market orders split over several candles)."""
     risk = RiskConfig(
-        sizing=SizingConfig(method="kelly", kelly_fraction=0.5, kelly_cap=0.8),
-        exits=ExitConfig(stop_loss_pct=0.02, take_profit_r=1.5, time_stop_bars=40,
+        exits=ExitConfig(stop_loss_pct=0.02, take_profit_r=1.0, time_stop_bars=12,
                          chandelier_atr_multiple=None),
         limits=LimitsConfig(max_trades_per_day=4, cooldown_bars_after_loss=3))
     costs = CostConfig(funding_rate_8h=0.0001, max_participation=0.05)
-    bt, _, store = _compare(
-        tmp_path, btc_30m, actions, risk=risk, costs=costs, prob_up=prob_up,
-        backtest=BacktestConfig(allow_short=False, reenter=True, initial_equity=1e6))
+    bt, _, store, _ = _compare(
+        tmp_path, btc_30m, risk=risk, costs=costs,
+        backtest=BacktestConfig(allow_short=False, initial_equity=1e6), horizon=16,
+        entry_margin=1.0, exit_margin=-0.5, min_hold_bars=4, vol_target=0.4, allow_short=False,
+        min_change=0.05, seed=5)
     assert {"take_profit", "time_stop"} <= set(bt.fills["reason"])
+    assert (bt.position >= 0).all()
     fills = store.frame("fills")
     assert (fills.groupby("client_id")["ts"].nunique() > 1).sum() >= 3  # partial fills
     assert bt.costs["funding"] > 0
+    decisions = assert_same_decisions(store, bt)
+    assert (decisions["action"] == "reject").any()  # the trade limits refused some entries
 
 
 def test_kill_switch_file_matches_backtester_kill_at(tmp_path, btc_30m):
     """A kill file seen after candle k's close = the backtester's ``kill_at`` candle k: the
     position is closed at the next open and nothing is traded afterwards."""
-    actions = sma_actions(btc_30m, START, N)
     _, replay, feats = replay_slice(btc_30m, START, N, FeatureConfig())
-    plain = run_event_driven(replay, actions, RiskConfig(), CostConfig(), BacktestConfig(),
-                             atr=feats["atr"].to_numpy())
+    script = make_script(replay, feats, btc_30m, START, **LONG_SHORT)
+    plain = backtest_script(replay, feats, script)
     holding = np.flatnonzero(plain.position != 0)  # kill while a position is open
     kill_at = replay["timestamp"].iloc[int(holding[len(holding) // 2])]
-    bt, trader, store = _compare(tmp_path, btc_30m, actions, risk=RiskConfig(),
-                                 costs=CostConfig(), backtest=BacktestConfig(), kill_at=kill_at)
+    bt, trader, store, signals = _compare(tmp_path, btc_30m, risk=RiskConfig(),
+                                          costs=CostConfig(), backtest=BacktestConfig(),
+                                          kill_at=kill_at, **LONG_SHORT)
     fills = store.frame("fills")
     assert fills["reason"].iloc[-1] == "kill_switch"
     assert trader.books["BTC/USD"].pos == 0.0 and trader.account.killed
-    events = store.frame("events")
-    assert "kill" in set(events["kind"])
+    assert "kill" in set(store.frame("events")["kind"])
+    ticks = store.frame("ticks")
+    assert signals.calls == len(ticks) - 1  # killed: no more signals
+    assert len(ticks) < N

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
 import sqlite3
 
 import pandas as pd
 import pytest
 
+from candlecast.backtest.config import ExecutionConfig
 from candlecast.trading import (
     END,
     IDLE,
@@ -16,11 +18,13 @@ from candlecast.trading import (
     SignalUnavailable,
     StateLockedError,
     StateStore,
+    SymbolBook,
     TradeConfig,
     check_bar,
     client_order_id,
     parse_signal,
 )
+from candlecast.trading.book import working_order_view
 
 STEP = 1_800_000_000_000  # 30m in ns
 T0 = int(pd.Timestamp("2024-03-01", tz="UTC").value)
@@ -56,13 +60,28 @@ def test_check_bar_gap_is_ok_but_counted():
 GOOD = {"status": "ok", "prob_up": 0.61, "quantiles": {"q0.1": -0.01, "q0.9": 0.02},
         "confidence": 0.3, "disagreement": 0.05, "action": "long", "size_fraction": 0.5,
         "stop_price": 95.0, "take_profit": None, "model_version": "m7",
-        "feature_timestamp": "2024-03-01T00:30:00Z"}
+        "feature_timestamp": "2024-03-01T00:30:00Z", "target_position": 0.42,
+        "policy": {"reason": "enter_long", "edge": 0.004, "entry_threshold": 0.0024,
+                   "exit_threshold": 0.0, "size": 0.42, "horizon": 16,
+                   "label": "h16-in1.00-out0.00-hold2-vol0.5-lo-ll2/3m"},
+        "execution": {"entry": "limit", "exit": "limit", "limit_offset_bps": 2.0,
+                      "expire_bars": 3, "on_expire": "market"},
+        "forecasts": {"4": {"prob_up": 0.55, "expected_return": 0.001},
+                      "16": {"prob_up": 0.61, "expected_return": 0.004}},
+        "volatility": 0.0041}
 
 
 def test_parse_signal_and_freshness():
     sig = parse_signal(GOOD)
     assert sig.side == 1 and sig.prob_up == 0.61 and math.isnan(sig.take_profit)
     assert sig.quantiles == {"q0.1": -0.01, "q0.9": 0.02}
+    assert sig.has_target and sig.target_position == 0.42 and sig.reason == "enter_long"
+    assert sig.policy.horizon == 16 and sig.policy.edge == 0.004
+    assert sig.execution == ExecutionConfig(entry="limit", exit="limit", limit_offset_bps=2.0,
+                                            expire_bars=3, on_expire="market")
+    assert sig.forecasts[16].expected_return == 0.004 and sig.forecasts[4].prob_up == 0.55
+    assert sig.volatility == 0.0041
+    assert parse_signal(sig.to_dict()) == sig  # the contract round-trips
     close = pd.Timestamp(T0 + STEP, tz="UTC")
     assert sig.is_fresh(close)
     assert not sig.is_fresh(close + pd.Timedelta(minutes=30))  # an older candle's features
@@ -70,18 +89,75 @@ def test_parse_signal_and_freshness():
     assert not sig.is_fresh(close - pd.Timedelta(minutes=30))  # from the future: never
     assert not parse_signal({**GOOD, "status": "stale"}).is_fresh(close)
     assert not parse_signal({**GOOD, "feature_timestamp": None}).is_fresh(close)
-    assert sig.win_probability(-1) == pytest.approx(0.39)
+    # a service older than the target contract: parsed, but no target and market execution
+    old = {k: v for k, v in GOOD.items() if k not in ("target_position", "policy", "execution",
+                                                      "forecasts", "volatility")}
+    legacy = parse_signal(old)
+    assert not legacy.has_target and legacy.execution == ExecutionConfig()
+    flat = parse_signal({**GOOD, "action": "flat", "target_position": 0.0})
+    assert flat.side == 0 and flat.has_target
 
 
 @pytest.mark.parametrize(
     "change",
     [{"action": "buy"}, {"status": "great"}, {"prob_up": "high"}, {"prob_up": 1.5},
-     {"quantiles": [1, 2]}, {"feature_timestamp": "yesterday-ish"}, {"confidence": True}],
+     {"quantiles": [1, 2]}, {"feature_timestamp": "yesterday-ish"}, {"confidence": True},
+     {"target_position": 1.5}, {"target_position": "half"}, {"action": "short"},
+     {"action": "flat"}, {"policy": {"edge": 0.1}}, {"policy": "enter"},
+     {"policy": {"reason": "x", "horizon": 1.5}},
+     {"execution": {"entry": "stop"}}, {"execution": {"expire_bars": 0}},
+     {"execution": {"entry": "limit", "postOnly": True}}, {"forecasts": {"soon": {}}},
+     {"forecasts": {"4": 0.1}}, {"forecasts": [1]}, {"volatility": "low"}],
 )
 def test_parse_signal_rejects_malformed(change):
     with pytest.raises(SignalUnavailable) as info:
         parse_signal({**GOOD, **change})
     assert info.value.kind == "malformed"
+
+
+def test_book_round_trip_and_working_order_view():
+    book = SymbolBook("BTC/USD", pos=0.5, bars=12, entry_bar=9, last_close=100.0)
+    book.set_order(0.8, None, "target:rebalance", "cc-1", True, atr=2.0, style="limit",
+                   limit=99.9, last_bar=14, on_expire="market")
+    raw = json.loads(json.dumps(book.to_dict()))  # as the state store keeps it
+    restored = SymbolBook.from_dict(raw)
+    assert restored == book
+    assert book.bars_held() == 3 and book.goal(100.0) == 0.8
+    view = working_order_view(raw)
+    assert view["style"] == "limit" and view["limit_price"] == 99.9 and view["side"] == "buy"
+    assert view["bars_left"] == 3 and view["on_expire"] == "market"
+    assert view["remaining"] == pytest.approx(0.3)
+    flat = SymbolBook("ETH/USD")
+    assert working_order_view(flat.to_dict()) is None and math.isnan(flat.target_position)
+    entry = SymbolBook("ETH/USD")
+    entry.set_order(0.0, -500.0, "target:enter_short", "cc-2", True)
+    view = working_order_view(entry.to_dict())
+    assert view["style"] == "market" and view["side"] == "sell" and view["bars_left"] is None
+    assert view["remaining"] is None and view["budget"] == -500.0
+    assert entry.goal(100.0) == -5.0
+    old = {**flat.to_dict(), "last_sig": 1}  # a key of the signal trader's books
+    del old["order_style"]
+    assert SymbolBook.from_dict(old).order_style == "market"
+
+
+def test_state_store_adds_new_journal_columns_to_an_old_file(tmp_path):
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(
+            "CREATE TABLE bars (symbol TEXT, ts INTEGER, open REAL, high REAL, low REAL, "
+            "close REAL, volume REAL, position REAL, signal_action TEXT, signal_status TEXT, "
+            "model_version TEXT, PRIMARY KEY (symbol, ts));"
+            "INSERT INTO bars VALUES ('BTC/USD', 1, 1, 1, 1, 1, 1, 0, 'flat', 'ok', 'm1');")
+    with StateStore(path) as store:
+        with store.transaction():
+            store.add_bar("BTC/USD", 2, (1.0, 2.0, 0.5, 1.5, 3.0), 0.1, "long", "ok", "m2",
+                          0.25, "enter_long")
+            store.add_bar("BTC/USD", 3, (1.0, 2.0, 0.5, 1.5, 3.0), 0.1, "", "paused", "")
+        bars = store.frame("bars")
+        assert list(bars["target_position"].iloc[1:2]) == [0.25]
+        assert bars["target_position"].iloc[[0, 2]].isna().all()
+        assert list(bars["policy_reason"].fillna("")) == ["", "enter_long", ""]
+        assert {"style", "limit_price"} <= set(store.frame("orders").columns)
 
 
 def test_client_order_id_is_deterministic_and_exchange_safe():

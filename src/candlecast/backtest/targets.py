@@ -77,7 +77,9 @@ class TargetSeries:
         return position, "hold", NAN
 
 
-def _fill_reason(order_reason: str, before: float, after: float) -> str:
+def fill_reason(order_reason: str, before: float, after: float) -> str:
+    """The reason a fill is journalled with: a target order's fill says what it did (entry,
+    exit, reverse, resize); a risk exit keeps its own (stop_loss, kill_switch, ...)."""
     if not order_reason.startswith("target"):
         return order_reason  # a risk exit: stop, halt, kill switch, time stop
     if before == 0.0:
@@ -149,7 +151,7 @@ def run_targets(
                 before, pos = pos, snap(pos + side * qty, qty)
                 cash -= side * qty * price + fee
                 log.add(t, side, qty, price, ref, fee, slip,
-                        _fill_reason(order.reason, before, pos), pos, cash)
+                        fill_reason(order.reason, before, pos), pos, cash)
                 if before == 0.0:
                     entry_bar = t
                 filled = True

@@ -14,6 +14,7 @@ from typing import Any
 
 from candlecast.exchange.errors import (
     ExchangeRequestError,
+    OrderWouldTakeError,
     PermanentExchangeError,
     RetriesExhaustedError,
     TransientExchangeError,
@@ -35,6 +36,7 @@ __all__ = [
     "MarketRules",
     "OhlcvSource",
     "OrderSnapshot",
+    "OrderWouldTakeError",
     "PermanentExchangeError",
     "Retrier",
     "RetriesExhaustedError",

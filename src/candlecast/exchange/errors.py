@@ -47,6 +47,10 @@ class PermanentExchangeError(ExchangeRequestError):
     """A failure that repeating the same request will not fix."""
 
 
+class OrderWouldTakeError(PermanentExchangeError):
+    """A post-only (maker) order refused because it would have traded at once as a taker."""
+
+
 class UnknownExchangeError(ValueError):
     """The exchange id is not one ccxt knows."""
 

@@ -29,6 +29,7 @@ import ccxt
 from candlecast.exchange.ccxt_source import create_exchange, parse_retry_after
 from candlecast.exchange.errors import (
     ExchangeRequestError,
+    OrderWouldTakeError,
     PermanentExchangeError,
     TransientExchangeError,
 )
@@ -51,6 +52,9 @@ class MarketRules:
     min_amount: float | None
     min_cost: float | None
     taker_fee: float | None  # fraction of notional, per ccxt's market metadata
+    maker_fee: float | None = None
+    #: the venue takes post-only limit orders for this market (ccxt ``features``: ``PO``)
+    post_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,8 @@ class OrderSnapshot:
     cost: float
     fee: float | None
     timestamp_ms: int | None
+    price: float | None = None  # a limit order's price
+    post_only: bool = False
 
     @property
     def is_open(self) -> bool:
@@ -89,6 +95,8 @@ def translate_ccxt_error(
     """A ccxt exception as a transient or permanent candlecast error (one line; ``redact``
     removes anything secret from the message)."""
     message = redact(f"{what}: {type(error).__name__}: {error}")
+    if isinstance(error, ccxt.OrderImmediatelyFillable):
+        return OrderWouldTakeError(exchange_id, message)
     if isinstance(error, ccxt.RequestTimeout):
         return TransientExchangeError(exchange_id, "timeout", message)
     if isinstance(error, ccxt.RateLimitExceeded | ccxt.DDoSProtection):
@@ -211,7 +219,20 @@ class CcxtOrderGateway:
             min_amount=_float((limits.get("amount") or {}).get("min")),
             min_cost=_float((limits.get("cost") or {}).get("min")),
             taker_fee=_float(market.get("taker")),
+            maker_fee=_float(market.get("maker")),
+            post_only=self._post_only_supported(market),
         )
+
+    def _post_only_supported(self, market: Mapping[str, Any]) -> bool:
+        """Whether ccxt's feature table says the venue takes post-only (``timeInForce: PO``)
+        orders for this kind of market (spot, or linear/inverse swaps and futures)."""
+        features = getattr(self._exchange, "features", None) or {}
+        kind = str(market.get("type") or "spot")
+        node = features.get(kind) or {}
+        if kind in ("swap", "future"):
+            node = node.get("linear" if market.get("linear") else "inverse") or {}
+        create = (node.get("createOrder") or {}) if isinstance(node, Mapping) else {}
+        return bool((create.get("timeInForce") or {}).get("PO"))
 
     def amount_to_precision(self, symbol: str, amount: float) -> float:
         """``amount`` truncated to the market's amount precision; 0.0 when it truncates to 0."""
@@ -238,16 +259,30 @@ class CcxtOrderGateway:
         *,
         order_type: str = "market",
         price: float | None = None,
+        post_only: bool = False,
     ) -> OrderSnapshot:
-        """Place one order tagged with ``client_id``. A TransientExchangeError means the outcome
-        is UNKNOWN (the exchange may have accepted it): look it up with
+        """Place one order tagged with ``client_id``: ``market``, or ``limit`` at ``price``
+        (``post_only``: ccxt's unified ``postOnly``, e.g. Binance spot ``LIMIT_MAKER``; refused
+        with :class:`OrderWouldTakeError` if it would trade at once). A TransientExchangeError
+        means the outcome is UNKNOWN (the exchange may have accepted it): look it up with
         :meth:`fetch_order_by_client_id` before placing it again."""
         if side not in ("buy", "sell"):
             raise ValueError(f"order side must be 'buy' or 'sell', got {side!r}")
-        what = f"create_order {symbol} {order_type} {side} {amount} client_id={client_id}"
+        if order_type not in ("market", "limit"):
+            raise ValueError(f"order type must be 'market' or 'limit', got {order_type!r}")
+        if order_type == "limit" and not (price is not None and price > 0):
+            raise ValueError(f"a limit order needs a positive price, got {price!r}")
+        if post_only and order_type != "limit":
+            raise ValueError("only limit orders can be post-only")
+        params: dict[str, Any] = {"clientOrderId": client_id}
+        if post_only:
+            params["postOnly"] = True
+        what = (f"create_order {symbol} {order_type}{' post-only' if post_only else ''} {side} "
+                f"{amount}{'' if price is None else f' @ {price}'} client_id={client_id}")
         raw = self._call(
             lambda: self._exchange.create_order(
-                symbol, order_type, side, amount, price, {"clientOrderId": client_id}
+                symbol, order_type, side, amount, price if order_type == "limit" else None,
+                params,
             ),
             what,
         )
@@ -326,6 +361,8 @@ class CcxtOrderGateway:
             cost=cost,
             fee=fee,
             timestamp_ms=raw.get("timestamp"),
+            price=_float(raw.get("price")) or None,
+            post_only=bool(raw.get("postOnly")),
         )
 
     def _call(self, fn: Callable[[], T], what: str) -> T:

@@ -1,5 +1,6 @@
-"""Notifications: a JSON POST to a webhook for drift, retrain outcomes, trader halts and an
-unhealthy signal service.
+"""Notifications: a JSON POST to a webhook for drift, retrain outcomes, manual promotions and
+rollbacks, trader halts and an unhealthy signal service (and the payloads of the console's
+journal alerts: fills, kills, data problems -- ``candlecast.console.watch``).
 
 A notifier never raises into the caller (a flow or the trader): delivery is retried with
 backoff on connection errors, 429 and 5xx, then given up with a warning. The URL is a secret
@@ -23,7 +24,9 @@ from candlecast.monitoring.config import AlertConfig
 log = logging.getLogger(__name__)
 
 EVENTS = frozenset({"drift_detected", "retrain_promoted", "retrain_rejected", "trader_halted",
-                    "service_unhealthy", "rollback"})
+                    "service_unhealthy", "rollback", "champion_promoted",
+                    # from the trader's journal (candlecast.console.watch)
+                    "trade_fill", "trader_killed", "stale_data"})
 
 
 class Notifier(Protocol):

@@ -118,6 +118,10 @@ def promote_command(
         name = loaded.ensemble.registered_model
         client.get_model_version(name, version)  # fails if unknown
         previous = move_champion(client, name, version, f"manual: {reason}", actor="cli")
+        if previous != version:
+            _notifier(loaded).notify("champion_promoted", f"v{version} made champion by hand "
+                                     f"(was v{previous}): {reason}", champion=version,
+                                     previous=previous or "")
         return {"champion": version, "previous": previous}
 
     _done(_guard(run))

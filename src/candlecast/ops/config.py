@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from candlecast.monitoring.config import AlertConfig, DriftConfig
@@ -19,6 +21,9 @@ class PromotionConfig(_Frozen):
     eval_bars: int = Field(default=2000, ge=10)
     #: fewest paired per-bar returns (all series) the comparison may rest on
     min_periods: int = Field(default=500, ge=2)
+    #: what is compared, net of costs, model + policy: the Sharpe or Calmar ratio of the
+    #: book's per-bar returns (or their mean)
+    criterion: Literal["sharpe", "calmar", "mean"] = "sharpe"
     #: one-sided significance level of the paired bootstrap (challenger - champion > 0)
     alpha: float = Field(default=0.1, gt=0, lt=1)
     n_resamples: int = Field(default=2000, ge=100)

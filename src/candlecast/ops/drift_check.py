@@ -27,11 +27,11 @@ from candlecast.monitoring.report import build_report, write_drift_outputs
 from candlecast.ops.scoring import (
     load_training_set,
     project_lineage,
-    score_rows,
     setup_mlflow,
     trained_until,
 )
 from candlecast.pipeline.paths import Paths
+from candlecast.pipeline.scoring import score_probabilities
 from candlecast.pipeline.zoo_common import SERIES, TIME
 from candlecast.tracking.aliases import CHAMPION
 
@@ -81,7 +81,8 @@ def run_drift_check(params: Params, paths: Paths, notifier: Notifier | None = No
     uri = f"models:/{name}/{champion.version}"
     label = params.train.label
     for frame in (reference, recent):
-        frame["prob_up"] = score_rows(uri, dataset, frame[[SERIES, TIME]], bar)
+        frame["prob_up"] = score_probabilities(uri, dataset, frame[[SERIES, TIME]], bar,
+                                               params.label_horizon)
         frame["y"] = frame[label]
     features = feature_names(params.features)
     verdict = drift_verdict(reference, recent, features, cfg)

@@ -83,8 +83,9 @@ class PromotionDecision:
 def decide_promotion(challenger: np.ndarray, champion: np.ndarray | None, *,
                      challenger_version: str, champion_version: str | None,
                      config: PromotionConfig) -> PromotionDecision:
-    """Promote the challenger if there is no champion, or if its per-period net returns beat
-    the champion's on the same periods: mean difference > 0 AND the paired bootstrap's
+    """Promote the challenger if there is no champion, or if its per-period net returns (model
+    + policy, the book) beat the champion's on the same periods by ``config.criterion`` (net
+    Sharpe by default): the observed difference > 0 AND the paired block bootstrap's
     one-sided p-value < ``alpha``, on at least ``min_periods`` periods."""
     ch = np.asarray(challenger, dtype=float)
     if champion is None or champion_version is None:
@@ -99,10 +100,12 @@ def decide_promotion(challenger: np.ndarray, champion: np.ndarray | None, *,
             challenger_version, champion_version, n,
         )
     result = paired_bootstrap(ch, cp, n_resamples=config.n_resamples,
-                              block_size=config.block_size, seed=config.seed)
+                              block_size=config.block_size, seed=config.seed,
+                              kind=config.criterion)
     sums = float(np.sum(ch)), float(np.sum(cp))
-    facts = (f"net return {sums[0]:+.5f} vs {sums[1]:+.5f} over {n} periods, mean diff "
-             f"{result.mean_diff:+.3e}, bootstrap p = {result.p_value:.3f}")
+    facts = (f"net return {sums[0]:+.5f} vs {sums[1]:+.5f} over {n} periods, "
+             f"{config.criterion} difference {result.mean_diff:+.3e} per period, bootstrap "
+             f"p = {result.p_value:.3f}")
     if result.mean_diff > 0 and result.p_value < config.alpha:
         reason = f"beats champion v{champion_version}: {facts} < alpha {config.alpha}"
         return PromotionDecision(True, reason, challenger_version, champion_version, n,

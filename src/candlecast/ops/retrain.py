@@ -24,6 +24,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
+from candlecast.backtest import buy_and_hold
 from candlecast.common.time import utc_now_iso
 from candlecast.common.uris import absolute_sqlite_uri
 from candlecast.config import Params
@@ -32,14 +33,13 @@ from candlecast.monitoring.alerts import Notifier, NullNotifier
 from candlecast.ops.promotion import decide_promotion, first_unseen_time, holdout_cut
 from candlecast.ops.scoring import (
     load_training_set,
-    net_returns,
     project_lineage,
-    score_rows,
     setup_mlflow,
     trained_until,
 )
 from candlecast.pipeline.paths import Paths
-from candlecast.pipeline.runner import run_stage, zoo_plan
+from candlecast.pipeline.runner import decision_plan, run_stage, zoo_plan
+from candlecast.pipeline.scoring import score_registered, trade_forecasts
 from candlecast.pipeline.zoo_common import SERIES, TIME
 from candlecast.tracking.aliases import CHAMPION, alias_version, mark_challenger, move_champion
 
@@ -69,8 +69,10 @@ def workspace_params(params: Params, paths: Paths) -> Params:
 
 
 def train_plan(params: Params) -> list[tuple[str, str | None]]:
-    """The zoo stages the challenger needs (``compare`` only writes research reports)."""
-    return [(stage, arg) for stage, arg in zoo_plan(params) if stage != "compare"]
+    """The stages the challenger needs: the zoo (``compare`` only writes research reports),
+    then its policy, its walk-forward backtest and its registration (as a challenger)."""
+    zoo = [(stage, arg) for stage, arg in zoo_plan(params) if stage != "compare"]
+    return [*zoo, *decision_plan(params)]
 
 
 def prepare_retrain(params: Params, paths: Paths) -> dict[str, Any]:
@@ -82,6 +84,12 @@ def prepare_retrain(params: Params, paths: Paths) -> dict[str, Any]:
     ws.training_set.parent.mkdir(parents=True)
     train = dataset[dataset[TIME] < cut]
     train.to_parquet(ws.training_set, index=False)
+    # the policy and backtest stages read candles and features; they only ever look at the
+    # bars of the challenger's out-of-fold forecasts, which end before the cut
+    for name in ("validated", "features"):
+        link = ws.root / "data" / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to((paths.root / "data" / name).resolve(), target_is_directory=True)
     plan = {"workspace": str(ws.root), "cut": str(cut), "train_rows": len(train),
             "held_out_rows": int(len(dataset) - len(train)),
             "train_end": str(train[TIME].max())}
@@ -106,7 +114,7 @@ def evaluate_and_decide(params: Params, paths: Paths, notifier: Notifier | None 
     client = setup_mlflow(params, paths)
     name = params.ensemble.registered_model
     plan = json.loads((retrain_dir(params, paths) / "plan.json").read_text())
-    summary = json.loads((workspace_paths(params, paths).root / "models" / "ensemble"
+    summary = json.loads((workspace_paths(params, paths).root / "models" / "registered"
                           / "summary.json").read_text())
     challenger_version = str(summary["registered_version"])
     challenger = client.get_model_version(name, challenger_version)
@@ -128,23 +136,20 @@ def evaluate_and_decide(params: Params, paths: Paths, notifier: Notifier | None 
     if len(keys):
         evaluation["window"] = f"{keys[TIME].min()} .. {keys[TIME].max()}"
         versions = {"challenger": challenger_version, "champion": champion_version}
-        frames = {}
+        books = {}
         for role, version in versions.items():
             if version is None:
                 continue
-            preds = keys.assign(prob_up=score_rows(f"models:/{name}/{version}", dataset,
-                                                   keys, bar))
-            if preds["prob_up"].isna().any():
-                raise ValueError(f"{role} v{version} gave no P(up) on "
-                                 f"{int(preds['prob_up'].isna().sum())} evaluation rows")
-            frames[role], _ = net_returns(params, paths, preds, f"{role}-v{version}")
-        if "champion" in frames:
-            paired = frames["challenger"].merge(frames["champion"], on=[SERIES, "timestamp"],
-                                                suffixes=("_challenger", "_champion"))
-            returns = {"challenger": paired["ret_challenger"].to_numpy(),
-                       "champion": paired["ret_champion"].to_numpy()}
+            books[role], policy = book_returns(params, paths, name, version, dataset, keys,
+                                               bar, role)
+            evaluation[f"{role}_policy"] = policy
+        if "champion" in books:
+            paired = pd.concat([books["challenger"].rename("challenger"),
+                                books["champion"].rename("champion")], axis=1).dropna()
+            returns = {"challenger": paired["challenger"].to_numpy(),
+                       "champion": paired["champion"].to_numpy()}
         else:
-            returns["challenger"] = frames["challenger"]["ret"].to_numpy()
+            returns["challenger"] = books["challenger"].to_numpy()
     mine = returns["challenger"] if returns["challenger"] is not None else np.array([])
     if champion_version is None:
         decision = decide_promotion(mine, None, challenger_version=challenger_version,
@@ -155,6 +160,22 @@ def evaluate_and_decide(params: Params, paths: Paths, notifier: Notifier | None 
                                     champion_version=champion_version,
                                     config=params.ops.promotion)
     return _record(params, paths, client, name, summary, decision, evaluation, notifier)
+
+
+def book_returns(params: Params, paths: Paths, name: str, version: str,
+                 dataset: pd.DataFrame, keys: pd.DataFrame, bar: pd.Timedelta, role: str
+                 ) -> tuple[pd.Series, str]:
+    """A registered version's book returns on the evaluation rows: its forecasts traded with
+    ITS bundled policy through the risk engine and the cost model (the pipeline's scoring
+    path); a version without a policy is flat (zero returns)."""
+    scored = score_registered(f"models:/{name}/{version}", dataset, keys, bar)
+    if scored.forecasts["prob_up"].isna().any():
+        missing = int(scored.forecasts["prob_up"].isna().sum())
+        raise ValueError(f"{role} v{version} gave no forecast on {missing} evaluation rows")
+    policies = {0: scored.policy}
+    returns, _ = trade_forecasts(params, paths, scored.forecasts, policies,
+                                 f"{role} v{version}")
+    return returns, "flat" if scored.policy is None else scored.policy.label()
 
 
 def _record(params: Params, paths: Paths, client: Any, name: str, summary: dict[str, Any],
@@ -203,6 +224,15 @@ def _record(params: Params, paths: Paths, client: Any, name: str, summary: dict[
     return result
 
 
+def _candles(paths: Paths, key: str, timestamps: pd.DatetimeIndex) -> pd.DataFrame:
+    """The stored candles of series ``key`` at ``timestamps`` (open times)."""
+    from candlecast.data.schema import SeriesId
+    from candlecast.data.store import CandleStore
+
+    candles = CandleStore(paths.validated).read(SeriesId.from_key(key))
+    return candles[candles["timestamp"].isin(timestamps)].reset_index(drop=True)
+
+
 def run_retrain(params: Params, paths: Paths, notifier: Notifier | None = None
                 ) -> dict[str, Any]:
     """The whole retrain (what the Prefect flow runs as separate tasks)."""
@@ -237,13 +267,14 @@ def backtest_report(params: Params, paths: Paths) -> dict[str, Any]:
     for role, version in versions.items():
         if version is None:
             continue
-        preds = keys.assign(prob_up=score_rows(f"models:/{name}/{version}", dataset, keys, bar))
-        _, results = net_returns(params, paths, preds, f"{role} v{version}")
-        for key, series_results in results.items():
-            if key not in per_series:
-                per_series[key] = list(series_results)
-            else:
-                per_series[key].insert(1, series_results[0])
+        scored = score_registered(f"models:/{name}/{version}", dataset, keys, bar)
+        _, results = trade_forecasts(params, paths, scored.forecasts, {0: scored.policy},
+                                     f"{role} v{version}")
+        for key, result in results.items():
+            per_series.setdefault(key, []).append(result)
+    for key, strategies in per_series.items():  # buy-and-hold beside, on the same bars
+        strategies.append(buy_and_hold(_candles(paths, key, strategies[0].timestamps),
+                                       params.costs, params.backtest.run))
     lineage = BacktestLineage(
         data_version=done["lineage"]["lineage.data_version"],
         git_commit=done["lineage"]["lineage.git_commit"],

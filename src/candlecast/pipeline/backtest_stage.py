@@ -123,13 +123,14 @@ def _universe(params: Params, configs: list[PolicyConfig], market: Any, atr: np.
 
 def n_trials(params: Params, candidates: int, universe: int) -> int:
     """Configurations tried: ``backtest.n_trials`` if set, else every policy-search candidate,
-    the PBO universe, the rule baselines and the LightGBM Optuna trials (each a configuration
-    chosen among)."""
+    the PBO universe, the rule baselines, the LightGBM Optuna trials (each a configuration
+    chosen among) and the declared ``backtest.prior_trials`` of earlier design iterations."""
     if params.backtest.n_trials is not None:
         return params.backtest.n_trials
     tuning = params.models.lightgbm.tuning
     tuned = tuning.n_trials if "lightgbm" in params.models.run and tuning.enabled else 0
-    return max(1, candidates + universe + len(RULES) + max(tuned - 1, 0))
+    return max(1, candidates + universe + len(RULES) + max(tuned - 1, 0)
+               + params.backtest.prior_trials)
 
 
 def run_backtest(params: Params, paths: Paths) -> dict[str, object]:

@@ -83,6 +83,11 @@ def zoo_plan(params: Params) -> list[tuple[str, str | None]]:
     return plan
 
 
+def decision_plan(params: Params) -> list[tuple[str, str | None]]:
+    """After the zoo: the policy chosen walk-forward, its backtest, the registered model."""
+    return [("policy", None), ("backtest", None), ("register", None)]
+
+
 def pipeline_plan(params: Params) -> list[tuple[str, str | None]]:
     """Every stage in ``dvc repro`` order."""
     before = [(stage, None) for stage in STAGES if stage not in AFTER_ZOO]

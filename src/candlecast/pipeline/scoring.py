@@ -79,6 +79,16 @@ def score_registered(model_uri: str, history: pd.DataFrame, keys: pd.DataFrame,
                   meta.get("costs"), horizons)
 
 
+def score_probabilities(model_uri: str, history: pd.DataFrame, keys: pd.DataFrame,
+                        bar: pd.Timedelta, horizon: int) -> np.ndarray:
+    """P(up) at ``horizon`` of a registered ensemble on the ``keys`` rows (NaN where none)."""
+    scored = score_registered(model_uri, history, keys, bar)
+    rows = scored.forecasts[scored.forecasts["horizon"] == horizon]
+    if rows.empty:
+        raise ValueError(f"{model_uri} has no horizon {horizon}; it has {scored.horizons}")
+    return rows["prob_up"].to_numpy(dtype=float)
+
+
 def load_features(paths: Paths) -> pd.DataFrame:
     features = pd.read_parquet(paths.features, columns=[
         "series_id", "event_timestamp", "atr", "logret_1", "ema_dist_20", "rv_48"])

@@ -29,13 +29,6 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class DecisionConfig(_Frozen):
-    """From P(up) to an action: long above ``0.5 + band``, short below ``0.5 - band``."""
-
-    band: float = Field(default=0.02, ge=0.0, lt=0.5)
-    allow_short: bool = True
-
-
 class ServingConfig(_Frozen):
     """Everything the signal service needs; relative paths resolve against ``project_root``
     (itself relative to the config file's folder when read from a file)."""
@@ -75,7 +68,6 @@ class ServingConfig(_Frozen):
     #: prepare the ensemble's networks for one-row calls at load (Chronos-2 traced with
     #: TorchScript for the serving context, checked against eager mode before use)
     trace_networks: bool = True
-    decision: DecisionConfig = DecisionConfig()
     #: the risk engine used for size_fraction / stop_price / take_profit suggestions
     risk: RiskConfig = RiskConfig()
     #: environment variable holding the control token every state-changing endpoint

@@ -65,6 +65,25 @@ class ModelOutput:
     quantiles: dict[str, float] | None = None
     confidence: float | None = None
     disagreement: float | None = None
+    #: per horizon (bars): ``(prob_up, expected log return)`` -- what the policy reads
+    forecasts: dict[int, tuple[float, float]] | None = None
+    #: the forecast standard deviation of one bar's log return
+    volatility: float | None = None
+
+
+def _horizon_forecasts(values: Any, horizons: Sequence[int] | None = None
+                       ) -> dict[int, tuple[float, float]] | None:
+    """``prob_up_<h>``/``exp_ret_<h>`` pairs of a model answer (a mapping or a row)."""
+    keys = values.keys() if hasattr(values, "keys") else values.index
+    found = sorted(int(str(k).removeprefix("prob_up_")) for k in keys
+                   if str(k).startswith("prob_up_") and str(k).removeprefix("prob_up_").isdigit())
+    out = {}
+    for h in found:
+        if horizons is not None and h not in horizons:
+            continue
+        er = values[f"exp_ret_{h}"] if f"exp_ret_{h}" in keys else float("nan")
+        out[h] = (_probability(values[f"prob_up_{h}"]), _finite(er, f"exp_ret_{h}"))
+    return out or None
 
 
 @dataclass(frozen=True)
@@ -121,6 +140,8 @@ def parse_output(raw: Any) -> ModelOutput:
             quantiles=quantiles or None,
             confidence=_optional(last, "confidence"),
             disagreement=_optional(last, "disagreement"),
+            forecasts=_horizon_forecasts(last),
+            volatility=_optional(last, "volatility"),
         )
     values = np.asarray(raw, dtype=float)
     if values.size == 0:
@@ -263,6 +284,10 @@ class PyfuncSignalModel:
                     (ensemble.series_column, ensemble.time_column) == (JOIN_KEY, EVENT_TIMESTAMP):
                 self._ensemble = ensemble
         self._ensemble_picks: np.ndarray | None = None
+        self.policy, self.costs = _bundled_policy(meta.metadata or {}, self._ensemble)
+        #: the horizons the hot path computes: the policy's (every horizon without a policy)
+        self.horizons: list[int] | None = ([self.policy.horizon] if self.policy is not None
+                                           else None)
         self.answers = AnswerCache(answer_cache_size)
         #: base models prepared for single-row calls (e.g. Chronos-2's traced network)
         self.accelerated: tuple[str, ...] = ()
@@ -295,7 +320,7 @@ class PyfuncSignalModel:
         out = parse_output(self.pyfunc.predict(frame))
         if out.confidence is None:
             out = ModelOutput(out.prob_up, out.quantiles, abs(out.prob_up - 0.5) * 2.0,
-                              out.disagreement)
+                              out.disagreement, out.forecasts, out.volatility)
         return out
 
 
@@ -356,11 +381,14 @@ class PyfuncSignalModel:
         out = self.answers.get(window.key, count=False)
         if out is not None:
             return out
-        answer = self._ensemble.predict_last(window.series, window.ns, window.values)
+        answer = self._ensemble.predict_last(window.series, window.ns, window.values,
+                                             horizons=self.horizons)
         out = ModelOutput(
             prob_up=_probability(answer["prob_up"]),
             confidence=_optional_value(answer.get("confidence"), "confidence"),
             disagreement=_optional_value(answer.get("disagreement"), "disagreement"),
+            forecasts=_horizon_forecasts(answer, self.horizons),
+            volatility=_optional_value(answer.get("volatility"), "volatility"),
         )
         self.answers.put(window.key, out)
         return out
@@ -378,6 +406,26 @@ class PyfuncSignalModel:
 
     def _ensemble_answer(self, series: str, ns: np.ndarray, values: np.ndarray) -> ModelOutput:
         return self._answer(self._prepared(series, ns, values))
+
+
+def _bundled_policy(metadata: dict[str, Any], ensemble: Any) -> tuple[Any, Any]:
+    """The decision policy and cost model a model version carries (its MLflow metadata, else
+    the ensemble's manifest), validated; ``(None, None)`` for a model without one (it is
+    served flat: no policy was chosen with it)."""
+    from candlecast.backtest.config import CostConfig
+    from candlecast.policy import PolicyConfig
+
+    nested = metadata.get("candlecast") if isinstance(metadata.get("candlecast"), dict) else {}
+    policy = nested.get("policy")
+    costs = nested.get("costs")
+    if policy is None and ensemble is not None:
+        policy, costs = ensemble.policy, ensemble.costs
+    if policy is None:
+        return None, None
+    try:
+        return PolicyConfig.model_validate(policy), CostConfig.model_validate(costs or {})
+    except ValueError as err:
+        raise ModelError(f"the model's bundled policy is invalid: {err}") from err
 
 
 def _binary_booster(raw: Any) -> Any:

@@ -12,7 +12,7 @@ field written as a path (``candles[3].close``).
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import (
     AwareDatetime,
@@ -115,6 +115,12 @@ class SeriesRequest(_Strict):
     timeframe: str = Field(
         pattern=TIMEFRAME_PATTERN, description="ccxt timeframe", examples=["30m"]
     )
+    position: float = Field(
+        default=0.0, ge=-1.0, le=1.0,
+        description="the caller's position (signed fraction of equity, a working order's goal "
+        "included): the policy's hysteresis and minimum hold depend on it")
+    bars_held: int = Field(default=0, ge=0, le=10_000_000,
+                           description="bars since the position was opened (0 when flat)")
 
     @property
     def series_id(self) -> str:
@@ -169,10 +175,54 @@ class PredictRequest(SeriesRequest):
         return candles
 
 
+class HorizonForecast(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    prob_up: float = Field(description="calibrated P(the log return over the horizon > 0)")
+    expected_return: float = Field(description="forecast log return over the horizon")
+
+
+class PolicyAnswer(BaseModel):
+    """Why the policy chose the target (its inputs and thresholds)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    reason: str = Field(description="enter_long | hold | exit | below_entry | min_hold | ... "
+                        "| no_policy (the model carries none: flat)")
+    edge: float | None = Field(description="the expected log return over the horizon")
+    entry_threshold: float | None = Field(description="entry_margin x round-trip cost")
+    exit_threshold: float | None = Field(description="exit_margin x round-trip cost")
+    size: float | None = Field(description="the vol-targeted size the policy would hold")
+    horizon: int | None
+    label: str | None = Field(description="the policy configuration, in short")
+
+
+class ExecutionAnswer(BaseModel):
+    """How the trader works the order toward the target (bundled with the policy)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    entry: Literal["market", "limit"]
+    exit: Literal["market", "limit"]
+    limit_offset_bps: float
+    expire_bars: int
+    on_expire: Literal["cancel", "market"]
+
+
 class SignalResponse(BaseModel):
     """The answer of ``/signal`` and ``/predict`` (the trader's contract: keep it exact)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    target_position: float | None = Field(
+        ge=-1.0, le=1.0, description="the policy's target: signed fraction of equity (null "
+        "when stale: no forecast, no target; the caller keeps what it holds)")
+    policy: PolicyAnswer | None = None
+    execution: ExecutionAnswer | None = None
+    forecasts: dict[str, HorizonForecast] | None = Field(
+        default=None, description="per horizon in bars (keys like '4')")
+    volatility: float | None = Field(
+        default=None, description="forecast standard deviation of one bar's log return")
 
     status: Status = Field(description="'stale': features too old, no prediction was made")
     prob_up: float | None = Field(description="calibrated P(next candle closes up)")
@@ -181,8 +231,9 @@ class SignalResponse(BaseModel):
     )
     confidence: float | None = Field(description="abs(prob_up - 0.5) * 2 unless the model says")
     disagreement: float | None = Field(description="std of the base models' P(up)")
-    action: Action
-    size_fraction: float = Field(ge=0.0, description="suggested notional / equity (risk engine)")
+    action: Action = Field(description="the sign of target_position")
+    size_fraction: float = Field(ge=0.0, description="notional / equity the risk engine allows "
+                                 "for the target (caps, halts of a fresh account)")
     stop_price: float | None
     take_profit: float | None
     model_version: str
@@ -212,6 +263,10 @@ class MetadataResponse(BaseModel):
     window_rows: int | None
     features: list[str]
     max_feature_age_bars: float
+    policy: dict[str, Any] | None = Field(
+        default=None, description="the decision policy served with the model (PolicyConfig)")
+    costs: dict[str, Any] | None = Field(
+        default=None, description="the cost model the policy was chosen under")
     accelerated_models: list[str] = Field(
         default_factory=list,
         description="ensemble members prepared for one-row calls (e.g. a traced network)")

@@ -19,6 +19,7 @@ import pandas as pd
 
 from candlecast.data.schema import SeriesId, timeframe_to_timedelta
 from candlecast.features import feature_names, warmup_bars
+from candlecast.policy import Policy
 from candlecast.serving.config import ServingConfig
 from candlecast.serving.metrics import ServingMetrics, serving_metrics
 from candlecast.serving.model import ModelError, SignalModel, load_signal_model
@@ -32,15 +33,14 @@ from candlecast.serving.schemas import (
 )
 from candlecast.serving.signal import (
     candles_frame,
-    decide_action,
     feature_age,
     features_from_candles,
     is_stale,
     ok_response,
+    policy_decision,
     price_from_features,
     risk_suggestion,
     stale_response,
-    volatility_column,
 )
 
 log = logging.getLogger(__name__)
@@ -110,6 +110,7 @@ class SignalServer:
         self._reloader: threading.Thread | None = None
         self.reload_error: str | None = None
         self.reloads = 0
+        self._policies: dict[tuple[int, pd.Timedelta], Policy] = {}
 
     @property
     def model(self) -> SignalModel | None:
@@ -362,8 +363,7 @@ class SignalServer:
             return stale_response(version, when)
         values = row.values
         context = (request, step, row.event_timestamp, price_from_features(values),
-                   values.get("atr", float("nan")),
-                   values.get(volatility_column(self.config.features), float("nan")))
+                   values.get("atr", float("nan")))
         prepare = getattr(model, "prepare_window", None)
         prepared = None
         if window is not None and prepare is not None:
@@ -416,19 +416,32 @@ class SignalServer:
         out = model.predict(rows.tail(model.window_rows))
         last = rows.iloc[-1]
         return self._answer(model, out, request, step, feature_time, float(last["close"]),
-                            float(last["atr"]),
-                            float(last[volatility_column(cfg.features)]))
+                            float(last["atr"]))
+
+    def _policy(self, model: SignalModel, step: pd.Timedelta) -> Policy | None:
+        """The model's bundled policy for bars of ``step`` (built once per model and step)."""
+        config = getattr(model, "policy", None)
+        if config is None:
+            return None
+        key = (id(model), step)
+        policy = self._policies.get(key)
+        if policy is None:
+            bars_per_year = pd.Timedelta(days=365) / step
+            policy = Policy(config, model.costs, bars_per_year)  # type: ignore[attr-defined]
+            self._policies = {key: policy}  # one model at a time: a reload replaces it
+        return policy
 
     def _answer(self, model: SignalModel, out, request: SeriesRequest,  # type: ignore[no-untyped-def]
                 step: pd.Timedelta,
-                feature_time: pd.Timestamp, price: float, atr: float,
-                volatility: float) -> SignalResponse:
-        action = decide_action(out.prob_up, self.config.decision)
+                feature_time: pd.Timestamp, price: float, atr: float) -> SignalResponse:
+        policy = self._policy(model, step)
+        decision = policy_decision(policy, out, request.position, request.bars_held)
+        target = 0.0 if decision is None else decision.target
         size, stop, take = risk_suggestion(
-            action, out.prob_up, price, atr, volatility, feature_time, request.timeframe,
-            request.series_id, self.config.risk,
+            target, price, atr, feature_time, request.timeframe, request.series_id,
+            self.config.risk,
         )
-        return ok_response(out, action, size, stop, take, model.info.model_version,
+        return ok_response(out, policy, decision, size, stop, take, model.info.model_version,
                            feature_time.to_pydatetime())
 
     # ------------------------------------------------------------------ lineage
@@ -454,6 +467,10 @@ class SignalServer:
             window_rows=model.window_rows if model else None,
             features=list(model.feature_columns) if model else [],
             max_feature_age_bars=cfg.max_feature_age_bars,
+            policy=(model.policy.model_dump(mode="json")  # type: ignore[attr-defined]
+                    if getattr(model, "policy", None) is not None else None),
+            costs=(model.costs.model_dump(mode="json")  # type: ignore[attr-defined]
+                   if getattr(model, "costs", None) is not None else None),
             accelerated_models=list(getattr(model, "accelerated", ())) if model else [],
             load_error=self.load_error,
         )

@@ -1,8 +1,10 @@
-"""Paper and live trading: each closed candle -> features -> signal -> risk engine -> broker.
+"""Paper and live trading: each closed candle -> features -> the policy's target position ->
+risk engine -> orders (market, or passive limit) -> broker.
 
-Paper mode is the default and fills exactly like the backtester's event path (same risk engine,
-same cost model, next-open fills); live mode places ccxt orders with deterministic client ids.
-State lives in SQLite (WAL), committed once per candle. See ``docs/trading.md``.
+Paper mode is the default and trades exactly like the target backtester
+(``backtest.targets.run_targets``: same risk engine, cost model and fill rules); live mode
+places ccxt orders (limit orders post-only) with deterministic client ids. State lives in
+SQLite (WAL), committed once per candle. See ``docs/trading.md``.
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ _LAZY: dict[str, tuple[str, str]] = {
     "FeastOnlineSink": ("candlecast.trading.feast_sink", "FeastOnlineSink"),
     "FeatureSink": ("candlecast.trading.feast_sink", "FeatureSink"),
     "Fill": ("candlecast.trading.book", "Fill"),
+    "HorizonForecast": ("candlecast.trading.signals", "HorizonForecast"),
     "HttpSignalClient": ("candlecast.trading.signals", "HttpSignalClient"),
     "IDLE": ("candlecast.trading.feeds", "IDLE"),
     "LiveSnapshot": ("candlecast.trading.ccxt_broker", "LiveSnapshot"),
     "PaperBroker": ("candlecast.trading.broker", "PaperBroker"),
+    "PolicyInfo": ("candlecast.trading.signals", "PolicyInfo"),
     "ReplayFeed": ("candlecast.trading.feeds", "ReplayFeed"),
     "RunSummary": ("candlecast.trading.book", "RunSummary"),
     "Signal": ("candlecast.trading.signals", "Signal"),
@@ -45,9 +49,11 @@ _LAZY: dict[str, tuple[str, str]] = {
     "check_bar": ("candlecast.trading.candles", "check_bar"),
     "client_order_id": ("candlecast.trading.book", "client_order_id"),
     "parse_signal": ("candlecast.trading.signals", "parse_signal"),
+    "plan_target": ("candlecast.trading.targets", "plan_target"),
     "read_flag_file": ("candlecast.trading.ops", "read_flag_file"),
     "read_only": ("candlecast.trading.store", "read_only"),
     "remove_flag_file": ("candlecast.trading.ops", "remove_flag_file"),
+    "working_order_view": ("candlecast.trading.book", "working_order_view"),
     "write_flag_file": ("candlecast.trading.ops", "write_flag_file"),
 }
 

@@ -1,7 +1,15 @@
 """Live execution through ccxt (via :class:`candlecast.exchange.orders.CcxtOrderGateway`).
 
-* **Precision**: amounts go through the exchange's ``amount_to_precision`` (truncation), orders
-  below the market's minimum amount or cost are skipped and reported, never rounded up.
+* **Precision**: amounts go through the exchange's ``amount_to_precision`` (truncation), limit
+  prices through ``price_to_precision``; orders below the market's minimum amount or cost are
+  skipped and reported, never rounded up.
+* **Execution styles**: a market order, or a passive limit order at the decision's price, sent
+  **post-only** (ccxt's unified ``postOnly``; Binance spot: ``LIMIT_MAKER``) where ccxt's
+  feature table says the venue takes them, else a plain GTC limit. A post-only order the venue
+  refuses because it would take (the price already moved through it) is reported
+  (``post_only_rejected``) and dropped: the next candle's policy decides again. The trader
+  cancels a limit order still open on its last candle (or replaces its rest by a market order,
+  ``on_expire: market``); its fills are booked with the maker fee.
 * **Idempotent ids**: every order carries the trader's deterministic client order id
   (:func:`~candlecast.trading.book.client_order_id`).
 * **No duplicate after an unknown outcome**: when a create times out (or fails transiently) the
@@ -30,7 +38,11 @@ from typing import Any
 
 from candlecast.backtest.config import CostConfig
 from candlecast.backtest.costs import CostModel
-from candlecast.exchange.errors import PermanentExchangeError, TransientExchangeError
+from candlecast.exchange.errors import (
+    OrderWouldTakeError,
+    PermanentExchangeError,
+    TransientExchangeError,
+)
 from candlecast.exchange.retry import BackoffPolicy
 from candlecast.trading.book import Fill, SymbolBook, order_id_prefix
 from candlecast.trading.broker import SubmitReport
@@ -38,6 +50,8 @@ from candlecast.trading.candles import Bar
 
 log = logging.getLogger(__name__)
 _UNKNOWN = object()
+_WOULD_TAKE = object()
+_NOT_SENT = frozenset({"", "new", "skipped", "failed", "rejected"})
 _DONE = frozenset({"closed", "canceled", "cancelled", "expired", "rejected", "skipped", "failed"})
 
 
@@ -133,7 +147,7 @@ class CcxtBroker:
 
     # ---- per candle --------------------------------------------------------------------------
     def open_fills(self, book: SymbolBook, bar: Bar) -> list[Fill]:
-        if not book.pending or book.order_status in ("", "new", "skipped", "failed"):
+        if not book.pending or book.order_status in _NOT_SENT:
             return []
         snap = self._lookup(book.symbol, book.order_id)
         if snap is _UNKNOWN:
@@ -154,76 +168,130 @@ class CcxtBroker:
         if delta <= 1e-15:
             return []
         side = 1 if snap.side == "buy" else -1
+        limit = book.order_style == "limit"
+        if limit and math.isfinite(book.order_limit):
+            ref = snap.price or book.order_limit  # a passive fill is measured at its price
         delta_cost = snap.cost - book.order_cost
         price = delta_cost / delta if delta_cost > 0 else (snap.average or ref)
         if snap.fee is not None:
             fee = snap.fee - book.order_fee
-        else:  # exchange did not report a quote fee: estimate with the market's taker rate
-            rate = self.rules[book.symbol].taker_fee
-            fee = delta * price * (rate if rate is not None else self.model.config.taker_fee_bps
-                                   / 1e4)
+        else:  # no quote fee reported: estimate with the market's maker or taker rate
+            rules, cfg = self.rules[book.symbol], self.model.config
+            rate = rules.maker_fee if limit else rules.taker_fee
+            if rate is None:
+                rate = (cfg.maker_fee_bps if limit else cfg.taker_fee_bps) / 1e4
+            fee = delta * price * rate
         book.order_filled, book.order_cost = snap.filled, snap.cost
         book.order_fee += fee
         slip = side * (price - ref) * delta
         return [Fill(book.order_id, book.symbol, ts, side, delta, price, ref, fee, slip,
                      book.reason)]
 
-    def settle(self, book: SymbolBook) -> None:
-        if book.pending and book.order_status in _DONE:
+    def settle(self, book: SymbolBook) -> str:
+        """``filled`` (the venue closed it), ``canceled`` (it ended otherwise), else
+        ``working``; expiry is the trader's (it cancels a limit order past its last candle)."""
+        if not book.pending:
+            return ""
+        if book.order_status in _DONE:
             book.pending = False
+            return "filled" if book.order_status == "closed" else "canceled"
+        return "working"
 
     def exit_fills(self, book: SymbolBook, level: float, is_target: bool, bar: Bar) -> list[Fill]:
         return []  # soft stop: the market exit is submitted with the candle's other orders
 
     def submit(self, book: SymbolBook, ref_price: float) -> SubmitReport:
         symbol, rules = book.symbol, self.rules[book.symbol]
+        limit = book.order_style == "limit"
+        price: float | None = None
+        if limit:
+            price = self.gateway.price_to_precision(symbol, book.order_limit)
+            ref_price = price
         if book.budget is not None:
-            book.target, book.budget = self.model.units_for_notional(book.budget, ref_price), None
+            book.target, book.budget = (
+                self.model.units_for_notional_maker(book.budget, price) if price is not None
+                else self.model.units_for_notional(book.budget, ref_price), None)
         delta = book.target - book.pos
         side = "buy" if delta > 0 else "sell"
         amount = self.gateway.amount_to_precision(symbol, abs(delta)) if delta else 0.0
-        too_small = (amount <= 0.0
-                     or (rules.min_amount is not None and amount < rules.min_amount)
-                     or (rules.min_cost is not None and math.isfinite(ref_price)
-                         and amount * ref_price < rules.min_cost))
-        if too_small:
+        if not self._placeable(symbol, amount, ref_price):
             book.pending, book.order_status = False, "skipped"
             detail = f"{symbol}: order of {abs(delta):.10g} is below the market minimum"
             self._event("order_skipped", detail)
-            return SubmitReport("skipped", amount, None, detail)
-        outcome = self._create(symbol, side, amount, book.order_id)
+            return SubmitReport("skipped", amount, None, detail, price)
+        post_only = limit and rules.post_only
+        outcome = self._create(symbol, side, amount, book.order_id, price, post_only)
         if outcome is _UNKNOWN:
             book.order_status = "unknown"
-            return SubmitReport("unknown", amount, None, "outcome unknown; will ask again")
+            return SubmitReport("unknown", amount, None, "outcome unknown; will ask again", price)
+        if outcome is _WOULD_TAKE:
+            book.pending, book.order_status = False, "rejected"
+            detail = (f"{symbol}: post-only {side} at {price} would take (the market moved "
+                      "through it); dropped, the next candle decides again")
+            self._event("post_only_rejected", detail)
+            return SubmitReport("rejected", amount, None, detail, price)
         if outcome is None:
             book.pending, book.order_status = False, "failed"
-            return SubmitReport("failed", amount, None, "not accepted after retries")
+            return SubmitReport("failed", amount, None, "not accepted after retries", price)
         book.order_status, book.order_exchange_id = outcome.status, outcome.exchange_id
-        return SubmitReport(outcome.status, amount, outcome.exchange_id)
+        detail = "post-only" if post_only else "limit (no post-only on this venue)" if limit \
+            else ""
+        return SubmitReport(outcome.status, amount, outcome.exchange_id, detail, price)
+
+    def tradeable(self, symbol: str, qty: float, price: float) -> bool:
+        amount = self.gateway.amount_to_precision(symbol, qty) if qty > 0 else 0.0
+        return self._placeable(symbol, amount, price)
+
+    def _placeable(self, symbol: str, amount: float, price: float) -> bool:
+        """``amount`` (already at the venue's precision) meets the market's minimums."""
+        rules = self.rules[symbol]
+        return not (amount <= 0.0
+                    or (rules.min_amount is not None and amount < rules.min_amount)
+                    or (rules.min_cost is not None and math.isfinite(price)
+                        and amount * price < rules.min_cost))
 
     def cancel(self, book: SymbolBook, ts: int) -> list[Fill]:
+        """Cancel the working order and return its fills up to the cancel. If the exchange
+        cannot say whether the order is open (or what it filled before the cancel), this
+        raises :class:`TransientExchangeError` instead of forgetting an order that may still
+        fill: the tick is not committed and the restart's reconciliation resolves the order."""
         fills: list[Fill] = []
-        if book.pending and book.order_status not in ("new", "skipped", "failed"):
-            snap = self._lookup(book.symbol, book.order_id)
-            if snap is not None and snap is not _UNKNOWN:
+        if book.pending and book.order_status not in _NOT_SENT:
+            snap = self._known(book)
+            if snap is not None:
                 if snap.is_open:
                     self._retry(lambda: self.gateway.cancel_order(book.symbol, snap.exchange_id),
                                 f"cancel {book.order_id}")
-                    after = self._lookup(book.symbol, book.order_id)
-                    snap = after if after is not None and after is not _UNKNOWN else snap
+                    snap = self._known(book) or snap
                 fills = self._new_fills(book, snap, ts, book.last_close)
         book.pending, book.budget, book.order_status = False, None, "canceled"
         return fills
 
+    def _known(self, book: SymbolBook) -> Any:
+        snap = self._lookup(book.symbol, book.order_id)
+        if snap is _UNKNOWN:
+            raise TransientExchangeError(
+                getattr(self.gateway, "id", "exchange"), "unavailable",
+                f"{book.symbol}: cannot tell whether order {book.order_id} is still open; "
+                "not cancelling it blind (the restart reconciles it)")
+        return snap
+
     # ---- idempotent create, look-up, retries -------------------------------------------------
-    def _create(self, symbol: str, side: str, amount: float, client_id: str) -> Any:
-        """The order placed, ``None`` if the exchange surely does not have it after all
-        retries, or ``_UNKNOWN`` if that cannot be told."""
+    def _create(self, symbol: str, side: str, amount: float, client_id: str,
+                price: float | None = None, post_only: bool = False) -> Any:
+        """The order placed (a market order, or a limit order at ``price``), ``None`` if the
+        exchange surely does not have it after all retries, ``_WOULD_TAKE`` for a refused
+        post-only order, or ``_UNKNOWN`` if that cannot be told."""
+        kind = "market" if price is None else "limit"
         for attempt in range(self.policy.max_retries + 1):
             if attempt:
                 self.sleep(self.policy.delay(attempt - 1, self.rng))
             try:
-                return self.gateway.create_order(symbol, side, amount, client_id)
+                return self.gateway.create_order(symbol, side, amount, client_id,
+                                                 order_type=kind, price=price,
+                                                 post_only=post_only)
+            except OrderWouldTakeError:
+                return _WOULD_TAKE
             except TransientExchangeError as error:
                 self._event("order_uncertain", f"{client_id}: {error.kind}; asking the exchange "
                             "before any retry")

@@ -221,7 +221,8 @@ def reset_kill(root: RootOption = Path(), params: ParamsOption = None,
 @trade_app.command("status")
 def status(root: RootOption = Path(), params: ParamsOption = None,
            state_db: StateOption = None) -> None:
-    """Print the stored state: account, positions, open orders, recent events (JSON)."""
+    """Print the stored state: account, positions, each symbol's policy target and reason,
+    working orders (style, limit price, candles left), open orders, recent events (JSON)."""
     from candlecast.trading.ops import read_flag_file
     from candlecast.trading.store import read_only
 
@@ -234,14 +235,18 @@ def status(root: RootOption = Path(), params: ParamsOption = None,
         ticks = store.frame("ticks")
         orders = store.frame("orders")
         events = store.frame("events").tail(10)
-        books = {s: store.get(f"book:{s}") for s in config.symbols}
+        books = {s: store.book(s) for s in config.symbols}
+        equity = None if ticks.empty else float(ticks["equity"].iloc[-1])
         out = {
             "account": store.get("account"),
-            "equity": None if ticks.empty else float(ticks["equity"].iloc[-1]),
+            "equity": equity,
             "candles_processed": len(ticks),
             "positions": {s: (b or {}).get("pos") for s, b in books.items()},
+            "targets": {s: _target_view(b or {}, equity) for s, b in books.items()},
+            "working_orders": store.working_orders(config.symbols),
             "open_orders": orders[orders["status"].isin(["working", "new", "open", "unknown"])]
-            [["client_id", "symbol", "reason", "status"]].to_dict("records"),
+            [["client_id", "symbol", "reason", "status", "style", "limit_price"]]
+            .to_dict("records"),
             "kill_switch_file": read_flag_file(root / config.kill_switch_file) is not None,
             "paused": read_flag_file(root / config.pause_file) is not None,
             "recent_events": events[["wall_time", "kind", "message"]].to_dict("records"),
@@ -250,3 +255,16 @@ def status(root: RootOption = Path(), params: ParamsOption = None,
         store.close()
     typer.echo(json.dumps(out, indent=2, default=lambda x: None if isinstance(x, float)
                           and math.isnan(x) else str(x)))
+
+
+def _target_view(book: dict[str, Any], equity: float | None) -> dict[str, Any]:
+    """The policy's last target for a symbol beside what is held (fractions of equity)."""
+    pos, close = book.get("pos") or 0.0, book.get("last_close")
+    held = (pos * close / equity if equity and close is not None and math.isfinite(close)
+            else None)
+    bars = book.get("bars", 0) or 0
+    entry = book.get("entry_bar", -1)
+    return {"target_position": book.get("target_position"),
+            "policy_reason": book.get("policy_reason") or None,
+            "position_fraction": held,
+            "bars_held": bars - 1 - entry if entry is not None and entry >= 0 else 0}

@@ -1,8 +1,9 @@
 """Frozen trader configuration (the ``trade:`` section of ``params.yaml``).
 
-Risk, costs and the signal-to-order rules are NOT repeated here: the trader takes the same
-``RiskConfig``, ``CostConfig`` and ``BacktestConfig`` (``initial_equity``, ``allow_short``,
-``reenter``) objects the backtester takes, so both read one definition.
+Risk, costs and the target-to-order rules are NOT repeated here: the trader takes the same
+``RiskConfig``, ``CostConfig`` and ``BacktestConfig`` (``initial_equity``, ``allow_short``)
+objects the backtester takes, so both read one definition; the policy and its execution style
+come with each answer of the signal service (versioned with the model).
 """
 
 from __future__ import annotations
@@ -48,9 +49,6 @@ class TradeConfig(BaseModel):
         default=0.0, ge=0,
         description="A signal is fresh when its feature_timestamp is at most this much older "
         "than the close of the candle just processed (0: exactly that candle).",
-    )
-    volatility_feature: str | None = Field(
-        default="rv_48", description="Feature passed to the risk engine as per-bar volatility."
     )
 
     # ---- features / Feast ----------------------------------------------------------------

@@ -23,12 +23,17 @@ from candlecast.trading.config import TradeConfig
 from candlecast.trading.feeds import CandleFeed
 from candlecast.trading.store import StateStore
 
+#: the books' format: 2 = target positions with working (market or limit) orders and candle
+#: counts; 1 (no key) = the -1/0/+1 signal trader's books
+STATE_FORMAT = 2
+
 
 def fingerprint(config: TradeConfig, risk: RiskConfig, costs: CostConfig,
                 backtest: BacktestConfig, features: FeatureConfig) -> dict[str, Any]:
     """What must not change between runs on one state database (JSON-normalised)."""
     trade = {k: getattr(config, k) for k in ("mode", "strategy_id", "exchange", "timeframe")}
     value = {
+        "state_format": STATE_FORMAT,
         "trade": trade | {"symbols": list(config.symbols)},
         "risk": risk.model_dump(mode="json"), "costs": costs.model_dump(mode="json"),
         "backtest": backtest.model_dump(mode="json"),
@@ -69,6 +74,11 @@ def load_session(store: StateStore, config: TradeConfig, expected: dict[str, Any
     """The stored session; ``ValueError`` naming the sections whose settings changed."""
     stored = store.get("fingerprint") or {}
     if stored != expected:
+        if stored.get("state_format") != STATE_FORMAT:
+            raise ValueError(
+                f"state {store.path} was written by an older trader (format "
+                f"{stored.get('state_format', 1)}, -1/0/+1 signals; this one trades target "
+                f"positions, format {STATE_FORMAT}); use a new trade.state_db")
         changed = sorted(k for k in expected if stored.get(k) != expected[k])
         raise ValueError(
             f"state {store.path} was written with different settings ({', '.join(changed)}); "

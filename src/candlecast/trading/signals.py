@@ -1,19 +1,38 @@
 """The trader's side of the signal-service contract: a parsed answer, a protocol, an HTTP client.
 
-Contract (the BentoML service implements it): ``POST {base}/signal`` with
-``{"exchange", "symbol", "timeframe"}`` and ``POST {base}/predict`` with the same plus
-``"candles": [{"timestamp" (ISO 8601 UTC open time), "open", "high", "low", "close",
-"volume"}, ...]`` both answer 200 with::
+Contract (the BentoML service implements it). Requests::
+
+    POST {base}/signal   {"exchange", "symbol", "timeframe",
+                          "position": float (default 0.0), "bars_held": int (default 0)}
+    POST {base}/predict  the same plus "candles": [{"timestamp" (ISO 8601 UTC open time),
+                          "open", "high", "low", "close", "volume"}, ...]
+
+``position`` is what the trader holds or is heading to, as a signed fraction of equity at the
+candle's close (a working order's goal included: exactly the ``frac`` that
+:func:`candlecast.backtest.targets.run_targets` gives its decider), ``bars_held`` the candles
+since the position was opened (0 when flat). Both answer 200 with::
 
     {"status": "ok"|"stale", "prob_up", "quantiles", "confidence", "disagreement",
      "action": "long"|"short"|"flat", "size_fraction", "stop_price", "take_profit",
-     "model_version", "feature_timestamp"}
+     "model_version", "feature_timestamp",
+     "target_position": float in [-1, 1] (null when stale),
+     "policy": {"reason": str, "edge": float|null, "entry_threshold": float,
+                "exit_threshold": float, "size": float|null, "horizon": int, "label": str},
+     "execution": {"entry": "market"|"limit", "exit": "market"|"limit",
+                   "limit_offset_bps": float, "expire_bars": int,
+                   "on_expire": "cancel"|"market"},
+     "forecasts": {"<horizon>": {"prob_up": float, "expected_return": float}, ...},
+     "volatility": float|null}
 
-and 4xx ``{"error", "field"}`` on bad input; ``GET {base}/readyz`` is 200 when ready.
+``target_position`` is the policy's answer for the reported position (the same
+:class:`~candlecast.policy.Policy` the backtest runs); ``action`` is its sign (checked);
+``execution`` says how the orders toward it are worked (versioned with the model and its
+policy). 4xx ``{"error", "field"}`` on bad input; ``GET {base}/readyz`` is 200 when ready.
 
 Anything but a well-formed 200 raises :class:`SignalUnavailable` with a ``kind`` (``timeout``,
 ``connection``, ``server_error``, ``bad_request``, ``malformed``); a ``stale`` answer is returned
-as such and the trader decides whether it is fresh (see :meth:`Signal.is_fresh`).
+as such and the trader decides whether it is fresh (see :meth:`Signal.is_fresh`). A fresh answer
+without a ``target_position`` (a service older than this contract) opens and closes nothing.
 """
 
 from __future__ import annotations
@@ -25,12 +44,16 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import pandas as pd
+from pydantic import ValidationError
 
+from candlecast.backtest.config import ExecutionConfig
 from candlecast.common.time import as_utc
 from candlecast.data.schema import SeriesId
 from candlecast.trading.candles import Bar, bars_from_frame
 
 ACTIONS = {"long": 1, "short": -1, "flat": 0}
+NAN = math.nan
+_DEFAULT_EXECUTION = ExecutionConfig()
 
 
 class SignalUnavailable(Exception):
@@ -42,25 +65,67 @@ class SignalUnavailable(Exception):
 
 
 @dataclass(frozen=True)
+class PolicyInfo:
+    """Why the service's policy chose its target (``policy`` in the answer)."""
+
+    reason: str
+    edge: float = NAN  # forecast log return over the policy's horizon
+    entry_threshold: float = NAN
+    exit_threshold: float = NAN
+    size: float = NAN  # the vol-targeted size it would hold now
+    horizon: int = 0
+    label: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"reason": self.reason, "edge": _num(self.edge),
+                "entry_threshold": _num(self.entry_threshold),
+                "exit_threshold": _num(self.exit_threshold), "size": _num(self.size),
+                "horizon": self.horizon, "label": self.label}
+
+
+@dataclass(frozen=True)
+class HorizonForecast:
+    """The model's forecast for one horizon (``forecasts["<h>"]``)."""
+
+    prob_up: float = NAN
+    expected_return: float = NAN
+
+
+@dataclass(frozen=True)
 class Signal:
     """One answer of the service."""
 
     status: str
     action: str
-    prob_up: float = math.nan
+    prob_up: float = NAN
     quantiles: Mapping[str, float] = field(default_factory=dict)
-    confidence: float = math.nan
-    disagreement: float = math.nan
+    confidence: float = NAN
+    disagreement: float = NAN
     size_fraction: float = 0.0
-    stop_price: float = math.nan
-    take_profit: float = math.nan
+    stop_price: float = NAN
+    take_profit: float = NAN
     model_version: str = ""
     feature_timestamp: pd.Timestamp | None = None
+    #: the policy's target (signed fraction of equity); NaN when the answer has none
+    target_position: float = NAN
+    policy: PolicyInfo | None = None
+    execution: ExecutionConfig = _DEFAULT_EXECUTION
+    forecasts: Mapping[int, HorizonForecast] = field(default_factory=dict)
+    volatility: float = NAN
 
     @property
     def side(self) -> int:
         """+1 long, -1 short, 0 flat."""
         return ACTIONS[self.action]
+
+    @property
+    def has_target(self) -> bool:
+        return not math.isnan(self.target_position)
+
+    @property
+    def reason(self) -> str:
+        """The policy's reason (``""`` without one)."""
+        return self.policy.reason if self.policy is not None else ""
 
     def is_fresh(self, candle_close: pd.Timestamp, max_lag_s: float = 0.0) -> bool:
         """``ok`` and computed from the candle closing at ``candle_close`` (or at most
@@ -70,23 +135,27 @@ class Signal:
         lag = (candle_close - self.feature_timestamp).total_seconds()
         return -1e-6 <= lag <= max_lag_s + 1e-6
 
-    def win_probability(self, side: int) -> float:
-        """P(the ``side`` trade wins) from ``prob_up`` (NaN when unknown)."""
-        return self.prob_up if side > 0 else 1.0 - self.prob_up
-
     def to_dict(self) -> dict[str, Any]:
-        def num(x: float) -> float | None:
-            return None if math.isnan(x) else x
-
         return {
-            "status": self.status, "action": self.action, "prob_up": num(self.prob_up),
-            "quantiles": dict(self.quantiles), "confidence": num(self.confidence),
-            "disagreement": num(self.disagreement), "size_fraction": self.size_fraction,
-            "stop_price": num(self.stop_price), "take_profit": num(self.take_profit),
+            "status": self.status, "action": self.action, "prob_up": _num(self.prob_up),
+            "quantiles": dict(self.quantiles), "confidence": _num(self.confidence),
+            "disagreement": _num(self.disagreement), "size_fraction": self.size_fraction,
+            "stop_price": _num(self.stop_price), "take_profit": _num(self.take_profit),
             "model_version": self.model_version,
             "feature_timestamp": None if self.feature_timestamp is None
             else self.feature_timestamp.isoformat(),
+            "target_position": _num(self.target_position),
+            "policy": None if self.policy is None else self.policy.to_dict(),
+            "execution": self.execution.model_dump(mode="json"),
+            "forecasts": {str(h): {"prob_up": _num(f.prob_up),
+                                   "expected_return": _num(f.expected_return)}
+                          for h, f in self.forecasts.items()},
+            "volatility": _num(self.volatility),
         }
+
+
+def _num(x: float) -> float | None:
+    return None if math.isnan(x) else float(x)
 
 
 def _number(payload: Mapping[str, Any], name: str, required: bool = False) -> float:
@@ -94,15 +163,61 @@ def _number(payload: Mapping[str, Any], name: str, required: bool = False) -> fl
     if value is None:
         if required:
             raise SignalUnavailable("malformed", f"response field {name!r} is missing")
-        return math.nan
+        return NAN
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise SignalUnavailable("malformed", f"response field {name!r} is not a number: {value!r}")
     return float(value)
 
 
+def _policy(raw: object) -> PolicyInfo | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("reason"), str):
+        raise SignalUnavailable("malformed", "response field 'policy' must be an object with a "
+                                "string 'reason'")
+    horizon = raw.get("horizon", 0)
+    if isinstance(horizon, bool) or not isinstance(horizon, int):
+        raise SignalUnavailable("malformed", f"policy.horizon is not an integer: {horizon!r}")
+    return PolicyInfo(reason=raw["reason"], edge=_number(raw, "edge"),
+                      entry_threshold=_number(raw, "entry_threshold"),
+                      exit_threshold=_number(raw, "exit_threshold"), size=_number(raw, "size"),
+                      horizon=horizon, label=str(raw.get("label") or ""))
+
+
+def _execution(raw: object) -> ExecutionConfig:
+    if raw is None:
+        return _DEFAULT_EXECUTION
+    try:
+        return ExecutionConfig.model_validate(raw)
+    except ValidationError as error:
+        first = error.errors(include_url=False)[0]
+        where = ".".join(str(x) for x in first.get("loc", ())) or "execution"
+        raise SignalUnavailable("malformed", f"execution.{where}: {first['msg']}") from error
+
+
+def _forecasts(raw: object) -> dict[int, HorizonForecast]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise SignalUnavailable("malformed", "response field 'forecasts' is not an object")
+    out = {}
+    for key, value in raw.items():
+        try:
+            horizon = int(key)
+        except (TypeError, ValueError) as error:
+            raise SignalUnavailable("malformed", f"forecasts key {key!r} is not a horizon "
+                                    "(bars)") from error
+        if not isinstance(value, Mapping):
+            raise SignalUnavailable("malformed", f"forecasts[{key!r}] is not an object")
+        out[horizon] = HorizonForecast(_number(value, "prob_up"),
+                                       _number(value, "expected_return"))
+    return out
+
+
 def parse_signal(payload: object) -> Signal:
     """A :class:`Signal` from the JSON body of a 200 answer; ``SignalUnavailable('malformed')``
-    when it breaks the contract."""
+    when it breaks the contract (including a target outside [-1, 1] or an ``action`` that is
+    not the target's sign)."""
     if not isinstance(payload, Mapping):
         raise SignalUnavailable("malformed", f"response is not a JSON object: {payload!r:.80}")
     status, action = payload.get("status"), payload.get("action")
@@ -124,6 +239,14 @@ def parse_signal(payload: object) -> Signal:
     prob = _number(payload, "prob_up")
     if not math.isnan(prob) and not 0.0 <= prob <= 1.0:
         raise SignalUnavailable("malformed", f"prob_up {prob} is outside [0, 1]")
+    target = _number(payload, "target_position")
+    if not math.isnan(target):
+        if not -1.0 <= target <= 1.0:
+            raise SignalUnavailable("malformed", f"target_position {target} is outside [-1, 1]")
+        sign = 1 if target > 0 else -1 if target < 0 else 0
+        if ACTIONS[str(action)] != sign:
+            raise SignalUnavailable("malformed", f"action {action!r} is not the sign of "
+                                    f"target_position {target}")
     return Signal(
         status=str(status), action=str(action), prob_up=prob,
         quantiles={str(k): float(v) for k, v in quantiles.items()
@@ -133,6 +256,10 @@ def parse_signal(payload: object) -> Signal:
         size_fraction=0.0 if math.isnan(size) else size,
         stop_price=_number(payload, "stop_price"), take_profit=_number(payload, "take_profit"),
         model_version=str(payload.get("model_version") or ""), feature_timestamp=feature_ts,
+        target_position=target, policy=_policy(payload.get("policy")),
+        execution=_execution(payload.get("execution")),
+        forecasts=_forecasts(payload.get("forecasts")),
+        volatility=_number(payload, "volatility"),
     )
 
 
@@ -152,13 +279,18 @@ def candles_payload(candles: pd.DataFrame | Sequence[Bar]) -> list[dict[str, Any
 
 
 class SignalClient(Protocol):
-    """What the trader needs from the signal service (tests inject in-process fakes)."""
+    """What the trader needs from the signal service (tests inject in-process fakes).
 
-    def signal(self, series: SeriesId) -> Signal:
+    ``position`` (signed fraction of equity, a working order's goal included) and ``bars_held``
+    are what the trader holds at the candle's close: the policy's inputs besides the forecast.
+    """
+
+    def signal(self, series: SeriesId, position: float = 0.0, bars_held: int = 0) -> Signal:
         """The signal from the features the service reads online; raises SignalUnavailable."""
         ...
 
-    def predict(self, series: SeriesId, candles: Sequence[Bar]) -> Signal:
+    def predict(self, series: SeriesId, candles: Sequence[Bar], position: float = 0.0,
+                bars_held: int = 0) -> Signal:
         """The signal from ``candles`` (recent closed candles, oldest first)."""
         ...
 
@@ -188,11 +320,13 @@ class HttpSignalClient:
         except self._httpx.HTTPError:
             return False
 
-    def signal(self, series: SeriesId) -> Signal:
-        return self._post("/signal", _series_body(series))
+    def signal(self, series: SeriesId, position: float = 0.0, bars_held: int = 0) -> Signal:
+        return self._post("/signal", request_body(series, position, bars_held))
 
-    def predict(self, series: SeriesId, candles: pd.DataFrame | Sequence[Bar]) -> Signal:
-        return self._post("/predict", {**_series_body(series), "candles": candles_payload(candles)})
+    def predict(self, series: SeriesId, candles: pd.DataFrame | Sequence[Bar],
+                position: float = 0.0, bars_held: int = 0) -> Signal:
+        return self._post("/predict", {**request_body(series, position, bars_held),
+                                       "candles": candles_payload(candles)})
 
     def _post(self, path: str, body: dict[str, Any]) -> Signal:
         httpx = self._httpx
@@ -217,8 +351,12 @@ class HttpSignalClient:
         return parse_signal(payload)
 
 
-def _series_body(series: SeriesId) -> dict[str, str]:
-    return {"exchange": series.exchange, "symbol": series.symbol, "timeframe": series.timeframe}
+def request_body(series: SeriesId, position: float = 0.0, bars_held: int = 0) -> dict[str, Any]:
+    """The JSON body of ``/signal`` (``/predict`` adds ``candles``)."""
+    if not math.isfinite(position):
+        raise ValueError(f"position must be a finite fraction of equity, got {position}")
+    return {"exchange": series.exchange, "symbol": series.symbol, "timeframe": series.timeframe,
+            "position": float(position), "bars_held": int(bars_held)}
 
 
 def fetch_fresh_signal(
@@ -228,10 +366,13 @@ def fetch_fresh_signal(
     recent: Sequence[Bar],
     config: Any,
     sleep: Callable[[float], None] = time.sleep,
+    position: float = 0.0,
+    bars_held: int = 0,
 ) -> tuple[Signal | None, str]:
     """Ask ``client`` for the signal of the candle ``bar`` just closed (``signal`` or ``predict``
-    with ``recent`` candles, per ``config.signal_endpoint``), retrying ``signal_retries`` times
-    with doubling backoff. Returns ``(signal, "")`` when fresh, else ``(None, why)``."""
+    with ``recent`` candles, per ``config.signal_endpoint``), reporting ``position`` and
+    ``bars_held``, retrying ``signal_retries`` times with doubling backoff. Returns
+    ``(signal, "")`` when fresh, else ``(None, why)``."""
     close = bar.close_time(int(series.step.value))
     why = ""
     for attempt in range(config.signal_retries + 1):
@@ -240,9 +381,9 @@ def fetch_fresh_signal(
                       config.signal_backoff_s * 2 ** (attempt - 1)))
         try:
             if config.signal_endpoint == "predict":
-                sig = client.predict(series, recent)
+                sig = client.predict(series, recent, position, bars_held)
             else:
-                sig = client.signal(series)
+                sig = client.signal(series, position, bars_held)
         except SignalUnavailable as error:
             why = str(error)
             continue

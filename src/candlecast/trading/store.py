@@ -21,7 +21,7 @@ import json
 import os
 import pickle
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +42,13 @@ CREATE TABLE IF NOT EXISTS ticks (
 CREATE TABLE IF NOT EXISTS bars (
     symbol TEXT, ts INTEGER, open REAL, high REAL, low REAL, close REAL, volume REAL,
     position REAL, signal_action TEXT, signal_status TEXT, model_version TEXT,
+    target_position REAL, policy_reason TEXT DEFAULT '',
     PRIMARY KEY (symbol, ts));
 CREATE TABLE IF NOT EXISTS orders (
     client_id TEXT PRIMARY KEY, symbol TEXT, created_ts INTEGER, intent TEXT, side INTEGER,
     target REAL, notional REAL, amount REAL, reason TEXT, status TEXT, exchange_id TEXT,
     filled REAL DEFAULT 0, cost REAL DEFAULT 0, fee REAL DEFAULT 0, updated_at TEXT,
-    detail TEXT DEFAULT '');
+    detail TEXT DEFAULT '', style TEXT DEFAULT 'market', limit_price REAL);
 CREATE TABLE IF NOT EXISTS fills (
     fill_id TEXT PRIMARY KEY, client_id TEXT, symbol TEXT, ts INTEGER, side INTEGER, qty REAL,
     price REAL, ref_price REAL, fee REAL, slippage REAL, reason TEXT, pos_after REAL,
@@ -60,8 +61,18 @@ CREATE TABLE IF NOT EXISTS events (
 """
 
 
+#: the append-only tables (journals) and ``orders``, readable with :meth:`StateStore.journal`
+JOURNALS = ("ticks", "bars", "orders", "fills", "decisions", "events")
+
 #: order journal statuses that may still change
 OPEN_ORDER_STATUSES = ("working", "new", "open", "unknown")
+#: columns added after the first schema: (table, column, declaration), added to older files
+_ADDED_COLUMNS = (
+    ("bars", "target_position", "REAL"),
+    ("bars", "policy_reason", "TEXT DEFAULT ''"),
+    ("orders", "style", "TEXT DEFAULT 'market'"),
+    ("orders", "limit_price", "REAL"),
+)
 
 
 class _PlainUnpickler(pickle.Unpickler):
@@ -101,7 +112,15 @@ class StateStore:
         # crash, and is several times faster (no fsync per commit)
         self.conn.execute(f"PRAGMA synchronous={synchronous}")
         self.conn.executescript(SCHEMA)
+        self._add_missing_columns()
         self._depth = 0
+
+    def _add_missing_columns(self) -> None:
+        """Bring a state file written by an older trader up to the current journal columns."""
+        for table, column, declaration in _ADDED_COLUMNS:
+            have = {row[1] for row in self.conn.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                self.conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
     def close(self) -> None:
         self.conn.close()
@@ -164,10 +183,18 @@ class StateStore:
         self.conn.execute("INSERT INTO ticks VALUES (?, ?, ?, ?)", (ts, cash, funding_paid, equity))
 
     def add_bar(self, symbol: str, ts: int, bar: tuple[float, ...], position: float,
-                signal_action: str, signal_status: str, model_version: str) -> None:
-        self.conn.execute("INSERT INTO bars VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                          (symbol, ts, *bar, position, signal_action, signal_status,
-                           model_version))
+                signal_action: str, signal_status: str, model_version: str,
+                target_position: float | None = None, policy_reason: str = "") -> None:
+        """One processed candle: OHLCV, the position after it, the signal's action, status and
+        model version, and the policy's target and reason (NaN/None: no fresh target)."""
+        if target_position is not None and target_position != target_position:
+            target_position = None
+        self.conn.execute(
+            "INSERT INTO bars (symbol, ts, open, high, low, close, volume, position, "
+            "signal_action, signal_status, model_version, target_position, policy_reason) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (symbol, ts, *bar, position, signal_action, signal_status, model_version,
+             target_position, policy_reason))
 
     def add_fill(self, fill: Mapping[str, Any]) -> None:
         self.conn.execute(
@@ -176,12 +203,14 @@ class StateStore:
 
     def add_order(self, order: Mapping[str, Any]) -> None:
         row = {"exchange_id": None, "filled": 0.0, "cost": 0.0, "fee": 0.0, "detail": "",
-               **order, "updated_at": _now()}
+               "style": "market", "limit_price": None, **order, "updated_at": _now()}
         self.conn.execute(
             "INSERT INTO orders (client_id, symbol, created_ts, intent, side, target, notional, "
-            "amount, reason, status, exchange_id, filled, cost, fee, updated_at, detail) VALUES "
+            "amount, reason, status, exchange_id, filled, cost, fee, updated_at, detail, style, "
+            "limit_price) VALUES "
             "(:client_id, :symbol, :created_ts, :intent, :side, :target, :notional, :amount, "
-            ":reason, :status, :exchange_id, :filled, :cost, :fee, :updated_at, :detail)", row)
+            ":reason, :status, :exchange_id, :filled, :cost, :fee, :updated_at, :detail, "
+            ":style, :limit_price)", row)
 
     def update_order(self, client_id: str, **fields: Any) -> None:
         if not fields:
@@ -194,14 +223,16 @@ class StateStore:
             raise KeyError(f"no order with client id {client_id!r} in {self.path}")
 
     def open_order(self, client_id: str, symbol: str, ts: int, intent: str, direction: float,
-                   target: float, notional: float | None, reason: str, status: str) -> None:
+                   target: float, notional: float | None, reason: str, status: str,
+                   style: str = "market", limit_price: float | None = None) -> None:
         """Journal a working order (once per client id; a re-decided identical order is the
-        same order)."""
+        same order); ``style`` market or limit, with the limit's price."""
         if self.order(client_id) is None:
             self.add_order({
                 "client_id": client_id, "symbol": symbol, "created_ts": ts, "intent": intent,
                 "side": 1 if direction > 0 else -1 if direction < 0 else 0, "target": target,
-                "notional": notional, "amount": None, "reason": reason, "status": status})
+                "notional": notional, "amount": None, "reason": reason, "status": status,
+                "style": style, "limit_price": limit_price})
 
     def close_orders(self, statuses: Mapping[str, str], unfilled: str) -> None:
         """Final status of orders that were still open; a "filled" order that never filled
@@ -258,6 +289,24 @@ class StateStore:
                           (_now(), ts, kind, message))
 
     # ---- reading (reports, tests, `trade status`) -------------------------------------------
+    def book(self, symbol: str) -> dict[str, Any] | None:
+        """The stored book of ``symbol`` (position, working order, policy target) as plain
+        data, or ``None`` before the first save."""
+        return self.get(f"book:{symbol}")
+
+    def working_orders(self, symbols: Iterable[str]) -> list[dict[str, Any]]:
+        """The working order of each of ``symbols`` that has one (see
+        :func:`candlecast.trading.book.working_order_view`: style, side, limit price, candles
+        left, what happens at expiry, remaining size, reason, status)."""
+        from candlecast.trading.book import working_order_view
+
+        out = []
+        for symbol in symbols:
+            view = working_order_view(self.book(symbol) or {})
+            if view is not None:
+                out.append(view)
+        return out
+
     def frame(self, table: str) -> pd.DataFrame:
         if table not in ("ticks", "bars", "orders", "fills", "decisions", "events"):
             raise ValueError(f"unknown table {table!r}")
@@ -265,6 +314,70 @@ class StateStore:
                  "fills": "ts, rowid", "decisions": "id", "events": "id"}[table]
         return pd.read_sql_query(f"SELECT * FROM {table} ORDER BY {order}",  # noqa: S608
                                  self.conn)
+
+    # ---- reading for the operator's console and alerts (``candlecast.console``) ------------
+    def journal(self, table: str, *, after: int | None = None, last: int | None = None
+                ) -> pd.DataFrame:
+        """A journal's rows in insertion order with their sequence number ``seq`` (SQLite's
+        rowid; for ``ticks`` it is the candle time): all, those with ``seq > after``, or the
+        ``last`` n (of those)."""
+        if table not in JOURNALS:
+            raise ValueError(f"unknown table {table!r}")
+        where, args = ("WHERE rowid > ?", [after]) if after is not None else ("", [])
+        if last is None:
+            query = f"SELECT rowid AS seq, * FROM {table} {where} ORDER BY rowid"  # noqa: S608
+        else:
+            query = (f"SELECT * FROM (SELECT rowid AS seq, * FROM {table} {where} "  # noqa: S608
+                     "ORDER BY rowid DESC LIMIT ?) ORDER BY seq")
+            args.append(int(last))
+        return pd.read_sql_query(query, self.conn, params=args)
+
+    def first_row(self, table: str) -> dict[str, Any] | None:
+        """A journal's oldest row (None when empty)."""
+        if table not in JOURNALS:
+            raise ValueError(f"unknown table {table!r}")
+        cur = self.conn.execute(f"SELECT * FROM {table} ORDER BY rowid LIMIT 1")  # noqa: S608
+        row = cur.fetchone()
+        return None if row is None else dict(zip([d[0] for d in cur.description], row,
+                                                 strict=True))
+
+    def last_seq(self, table: str) -> int:
+        """The newest row's sequence number of a journal (0 when empty)."""
+        if table not in JOURNALS:
+            raise ValueError(f"unknown table {table!r}")
+        row = self.conn.execute(f"SELECT MAX(rowid) FROM {table}").fetchone()  # noqa: S608
+        return int(row[0] or 0)
+
+    def count(self, table: str) -> int:
+        if table not in JOURNALS:
+            raise ValueError(f"unknown table {table!r}")
+        return int(self.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])  # noqa: S608
+
+    def latest_bars(self, symbols: Iterable[str], signal_status: str | None = None
+                    ) -> dict[str, dict[str, Any] | None]:
+        """Each symbol's newest journalled candle (with the signal it got), or its newest with
+        ``signal_status`` (e.g. ``"ok"``: the last fresh signal); None when there is none."""
+        out: dict[str, dict[str, Any] | None] = {}
+        for symbol in symbols:
+            query = "SELECT * FROM bars WHERE symbol = ?"
+            args: list[Any] = [symbol]
+            if signal_status is not None:
+                query += " AND signal_status = ?"
+                args.append(signal_status)
+            cur = self.conn.execute(query + " ORDER BY ts DESC LIMIT 1", args)
+            row = cur.fetchone()
+            out[symbol] = None if row is None else dict(
+                zip([d[0] for d in cur.description], row, strict=True))
+        return out
+
+    def book_state(self, symbol: str) -> dict[str, Any] | None:
+        """The stored :class:`~candlecast.trading.book.SymbolBook` of ``symbol`` (plain dict)."""
+        return self.get(f"book:{symbol}")
+
+    def risk_state_dict(self) -> dict[str, Any] | None:
+        """The stored risk engine state (``RiskState.to_dict()``), None before the first
+        candle."""
+        return self.get("risk_state")
 
 
 def read_only(path: str | Path) -> StateStore:

@@ -1,18 +1,24 @@
-"""The trader: each new closed candle -> validate -> features (+ Feast) -> signal -> risk -> broker.
+"""The trader: each new closed candle -> validate -> features (+ Feast) -> policy target -> orders.
 
-A tick (the candles of all traded symbols with one open time) runs the backtester's event path
-(``candlecast.backtest.event``) bar for bar: (1) the working order fills at the open
-(``on_fill``); (2) a resting stop/target the candle touched exits (``check_exit``); (3) at the
+A tick (the candles of all traded symbols with one open time) runs the target backtester
+(:func:`candlecast.backtest.targets.run_targets`) bar for bar: (1) the working order works at
+this candle (the broker: market at the open, or a passive limit that fills only when the candle
+trades through it; a limit order on its last candle expires: cancelled, or its rest sent as a
+market order); (2) a resting stop/target the candle touched exits (``check_exit``); (3) at the
 close, equity = cash - funding + positions x close and ``on_bar_close`` (limits, trailing and
-time stops, kill switch) when a position is open or something filled; (4) a *fresh* signal that
-changed (or, with ``reenter``, a flat account on a non-zero one) becomes a signal exit and/or a
-``decide_entry``, i.e. the new working order.
+time stops, kill switch) when a position is open or something filled; (4) the signal service
+is asked for this candle with the intended position (signed fraction of equity, a working
+order's goal included) and the candles it has been held, and answers the policy's target
+position and the execution style; a change becomes a new working order
+(:func:`candlecast.trading.targets.plan_target`: entries and growth through
+``decide_entry``, reductions and exits always).
 
-A tick's changes (books, account, risk and feature state, journals) commit in one SQLite
-transaction; live orders go out only after it, with deterministic client ids, so a crash can
-neither lose a decision nor duplicate an order. Without a fresh signal (service down, slow,
-stale, paused) step 4 is skipped: stops and limits still act, nothing new is opened, and the
-failure is logged, journalled (``events``) and counted (``account.signal_failures``).
+A tick's changes (books with their working orders, account, risk and feature state, journals)
+commit in one SQLite transaction; live orders go out only after it, with deterministic client
+ids, so a crash can neither lose a decision nor duplicate an order. Without a fresh signal
+(service down, slow, stale, paused) step 4 is skipped: working orders, stops and limits still
+act, nothing new is decided, and the failure is logged, journalled (``events``) and counted
+(``account.signal_failures``).
 """
 
 from __future__ import annotations
@@ -29,11 +35,12 @@ import pandas as pd
 
 from candlecast.backtest.config import BacktestConfig, CostConfig
 from candlecast.backtest.costs import CostModel
-from candlecast.backtest.ledger import signal_reason, snap
+from candlecast.backtest.ledger import snap
+from candlecast.backtest.targets import fill_reason
 from candlecast.features import FeatureConfig, priming_bars
 from candlecast.risk import Action, Reason, RiskConfig, RiskEngine
 from candlecast.trading.book import Fill, RunSummary, SymbolBook, client_order_id
-from candlecast.trading.broker import Broker
+from candlecast.trading.broker import EXPIRED, TO_MARKET, Broker
 from candlecast.trading.candles import Bar, check_bar
 from candlecast.trading.config import TradeConfig
 from candlecast.trading.feast_sink import FeatureSink
@@ -48,14 +55,17 @@ from candlecast.trading.reconcile import (
 )
 from candlecast.trading.signals import Signal, SignalClient, fetch_fresh_signal
 from candlecast.trading.store import StateStore
+from candlecast.trading.targets import plan_target
 
 if TYPE_CHECKING:
     from candlecast.monitoring.alerts import Notifier
 
 log = logging.getLogger(__name__)
 NAN = math.nan
-_SIGNAL_REASONS = (Reason.SIGNAL_ENTRY, Reason.SIGNAL_EXIT)
-_INFO_EVENTS = frozenset({"start", "restart", "pause", "resume", "signal_recovered"})
+_TOL = 1e-12  # the fill rules' "order reached its target" tolerance
+_EXPIRE_DETAIL = "limit order expired; rest cancelled"
+_INFO_EVENTS = frozenset({"start", "restart", "pause", "resume", "signal_recovered",
+                          "limit_to_market"})
 
 
 class Trader:
@@ -281,32 +291,28 @@ class Trader:
                     self.sink.write(self.series[sym], bar, rows[sym])
                 except Exception as error:  # noqa: BLE001 - reported; trading goes on
                     self._event("feature_store_error", f"{sym}: {error!r:.200}", ts)
-        trading = not (self.paused or self.account.killed)
-        halted = "killed" if self.account.killed else "paused"
-        sigs = {sym: self._fresh_signal(sym, bar) if trading else (None, halted)
-                for sym, bar in valid.items()}
+        # the signal call needs the position after this candle's fills and exits: it happens
+        # inside the tick's transaction, between steps (3) and (4)
         with self._tx():
-            n_fills, to_submit = self._trade(ts, valid, rows, sigs)
+            n_fills, to_submit = self._trade(ts, valid, rows)
             self._save()
         self._submit(to_submit)
         self._notify_halts()
         self.latencies_s.append(time.perf_counter() - started)
         return n_fills
 
-    def _trade(self, ts: int, valid: dict[str, Bar], rows: dict[str, dict[str, float]],
-               sigs: dict[str, tuple[Signal | None, str]]) -> tuple[int, list[SymbolBook]]:
+    def _trade(self, ts: int, valid: dict[str, Bar], rows: dict[str, dict[str, float]]
+               ) -> tuple[int, list[SymbolBook]]:
         eng, acct, books, store = self.engine, self.account, self.books, self.store
         if self.risk_state is None:
             self.risk_state = eng.start(self.equity(valid), ts)
         n_fills = 0
         filled = False
-        for sym, bar in valid.items():  # (1) the open, (2) resting exits
+        for sym, bar in valid.items():  # (1) the working order, (2) resting exits
             book = books[sym]
             if book.pending:
-                for fill in self.broker.open_fills(book, bar):
-                    self._apply_fill(book, fill, book.order_atr)
-                    n_fills, filled = n_fills + 1, True
-                self.broker.settle(book)
+                n = self._work_order(ts, book, bar)
+                n_fills, filled = n_fills + n, filled or n > 0
             if book.pos != 0.0:
                 pos_risk = self.risk_state.positions.get(sym)
                 if pos_risk is not None and (pos_risk.stop == pos_risk.stop
@@ -345,70 +351,120 @@ class Trader:
                 for book in books.values():
                     if book.pos == 0.0:
                         book.pending, book.budget = False, None
-        # (4) signals
-        for sym, bar in valid.items():
-            self._on_signal(ts, books[sym], bar, rows[sym], sigs[sym][0], equity)
+        for sym in valid:
+            if books[sym].pos == 0.0:
+                books[sym].entry_bar = -1
+        # (4) the policy's targets
+        halted = ("killed" if self.account.killed or self.risk_state.kill_switch
+                  else "paused" if self.paused else "no_equity" if not equity > 0 else "")
         for sym, bar in valid.items():
             book = books[sym]
-            sig, status = sigs[sym]
+            sig, status = (None, halted) if halted else self._target(ts, book, bar, rows[sym],
+                                                                     equity)
             store.add_bar(sym, bar.ts, tuple(bar[1:]), book.pos,
                           sig.action if sig is not None else "", status,
-                          sig.model_version if sig is not None else "")
+                          sig.model_version if sig is not None else "",
+                          sig.target_position if sig is not None else NAN,
+                          sig.reason if sig is not None else "")
             book.last_ts = bar.ts
+            book.bars += 1
         store.add_tick(ts, acct.cash, acct.funding_paid, equity)
         to_submit = [b for b in books.values() if b.order_new and b.pending and self.broker.live]
         self._finish_orders(ts)
         return n_fills, to_submit
 
-    def _on_signal(self, ts: int, book: SymbolBook, bar: Bar, row: dict[str, float],
-                   sig: Signal | None, equity: float) -> None:
-        if sig is None:
-            return
-        s = sig.side
-        if s < 0 and not self.backtest.allow_short:
-            s = 0
+    def _work_order(self, ts: int, book: SymbolBook, bar: Bar) -> int:
+        """Step (1) for one symbol: the working order's fills at this candle, then its status;
+        a limit order past its last candle expires (cancelled, or its rest becomes a market
+        order for the next open). Returns the number of fills."""
+        fills = self.broker.open_fills(book, bar)
+        for fill in fills:
+            self._apply_fill(book, fill, book.order_atr)
+        status = self.broker.settle(book)
+        n = len(fills)
+        if (status == "working" and book.order_style == "limit"
+                and book.bars >= book.order_last_bar):
+            # live: the venue does not expire it for us; cancel it (booking what it filled)
+            late = self.broker.cancel(book, bar.ts)
+            for fill in late:
+                self._apply_fill(book, fill, book.order_atr)
+            n += len(late)
+            rest = abs(book.target - book.pos) > _TOL * max(1.0, abs(book.target))
+            status = ((TO_MARKET if book.order_on_expire == "market" else EXPIRED) if rest
+                      else "filled")
+        if status == EXPIRED:
+            self._closed[book.order_id] = "expired"
+            book.pending = False
+            self.store.add_decision(ts, book.symbol, "expire", book.reason, 0,
+                                    abs(book.target - book.pos), "", _EXPIRE_DETAIL)
+        elif status == TO_MARKET:
+            self._closed[book.order_id] = "expired"
+            self._event("limit_to_market", f"{book.symbol}: limit order {book.order_id} "
+                        f"expired; its rest goes out as a market order", ts)
+            self._set_order(book, ts, book.target, None, book.reason, True, book.order_atr,
+                            tag="to_market")
+        return n
+
+    def _target(self, ts: int, book: SymbolBook, bar: Bar, row: dict[str, float],
+                equity: float) -> tuple[Signal | None, str]:
+        """Step (4) for one symbol: ask for the policy's target given the intended position,
+        and turn a change into the new working order."""
         assert self.risk_state is not None
-        if s != book.last_sig or (self.backtest.reenter and s != 0 and book.pos == 0.0
-                                  and not book.pending):
-            want = book.wish
-            current = 1 if want > 0 else -1 if want < 0 else 0
-            if current != s:
-                if current != 0:
-                    self.store.add_decision(ts, book.symbol, str(Action.EXIT),
-                                            str(Reason.SIGNAL_EXIT), -current, abs(book.pos))
-                    self._set_order(book, ts, 0.0, None, Reason.SIGNAL_EXIT, book.pos != 0.0)
-                if s != 0:
-                    atr = row["atr"]
-                    vol = row[self.config.volatility_feature] if self.config.volatility_feature \
-                        else NAN
-                    d = self.engine.decide_entry(
-                        self.risk_state, book.symbol, s, ts, equity, bar.close, atr, vol,
-                        sig.win_probability(s), NAN, replacing=book.pos != 0.0)
-                    self.store.add_decision(ts, book.symbol, str(d.action), str(d.reason), s,
-                                            d.qty, ",".join(map(str, d.notes)), d.detail)
-                    if d.action == Action.ENTER:
-                        self._set_order(book, ts, 0.0, s * d.qty * bar.close, d.reason, True,
-                                        atr=atr)
-        book.last_sig = s
+        close = bar.close
+        goal = book.goal(close)
+        held = book.bars_held()
+        if goal != 0.0 and not self.broker.tradeable(book.symbol, abs(goal), close):
+            goal, held = 0.0, 0  # dust the venue will not trade counts as flat
+        frac = goal * close / equity
+        sig, status = self._fresh_signal(book.symbol, bar, frac, held)
+        if sig is None:
+            return None, status
+        if not sig.has_target:
+            self._event("no_target", f"{book.symbol}: the service answered no target_position "
+                        f"(model {sig.model_version or '?'}); nothing decided", bar.ts)
+            return sig, "no_target"
+        book.target_position, book.policy_reason = sig.target_position, sig.reason
+        plan = plan_target(self.engine, self.risk_state, book.symbol, ts, book.bars,
+                           sig.target_position, sig.reason or "service",
+                           sig.policy.edge if sig.policy is not None else NAN, frac, book.pos,
+                           equity, close, row["atr"], sig.execution, self.backtest.allow_short)
+        for action, reason, side, qty, notes, detail in plan.rows:
+            self.store.add_decision(ts, book.symbol, action, reason, side, qty, notes, detail)
+        order = plan.order
+        if order is not None:
+            self._set_order(book, ts, order.target, order.budget, order.reason, True, order.atr,
+                            style=order.style, limit=order.limit, last_bar=order.last_bar,
+                            on_expire=order.on_expire)
+        return sig, status
 
     def _set_order(self, book: SymbolBook, ts: int, target: float, budget: float | None,
-                   reason: str, pending: bool, atr: float | None = None) -> None:
+                   reason: str, pending: bool, atr: float | None = None, *,
+                   style: str = "market", limit: float = NAN, last_bar: int = -1,
+                   on_expire: str = "cancel", tag: str = "") -> None:
         """Replace ``book``'s working order (a live open order is cancelled first) and journal
         the new one."""
         if book.order_id:
             done = "filled" if not self.broker.live else (book.order_status or "filled")
-            self._closed[book.order_id] = "replaced" if book.pending else done
+            self._closed.setdefault(book.order_id, "replaced" if book.pending else done)
         if book.pending and self.broker.live and book.order_status not in ("new", ""):
             for fill in self.broker.cancel(book, ts):
                 self._apply_fill(book, fill, book.order_atr)
         goal = budget if budget is not None else target
+        units = (target if budget is None
+                 else budget / book.last_close if book.last_close > 0 else budget)
         intent = f"{reason}:{'long' if goal > 0 else 'short' if goal < 0 else 'flat'}"
+        if style != "market":
+            intent += f":{style}"
+        if tag:
+            intent += f":{tag}"
         cid = client_order_id(self.config.strategy_id, self.series[book.symbol].key, ts, intent)
         book.set_order(target, budget, str(reason), cid, pending,
-                       book.order_atr if atr is None else atr)
+                       book.order_atr if atr is None else atr, style, limit, last_bar,
+                       on_expire)
         self._closed.pop(cid, None)
-        self.store.open_order(cid, book.symbol, ts, intent, goal - book.pos, target, budget,
-                              str(reason), "new" if self.broker.live else "working")
+        self.store.open_order(cid, book.symbol, ts, intent, units - book.pos, target, budget,
+                              str(reason), "new" if self.broker.live else "working",
+                              style=style, limit_price=None if math.isnan(limit) else limit)
 
     def _apply_fill(self, book: SymbolBook, fill: Fill, atr: float) -> None:
         assert self.risk_state is not None
@@ -417,8 +473,11 @@ class Trader:
         before = book.pos
         book.pos = snap(book.pos + fill.side * fill.qty, fill.qty)
         self.account.cash -= fill.side * fill.qty * fill.price + fill.fee
-        why = signal_reason(before, book.pos) if fill.reason in _SIGNAL_REASONS else fill.reason
-        self.store.record_fill(fill, why, book.pos, self.account.cash)
+        if before == 0.0 or (self.broker.live and not self.broker.tradeable(
+                book.symbol, abs(before), fill.price)):
+            book.entry_bar = book.bars  # opened from flat (or from untradeable dust)
+        self.store.record_fill(fill, fill_reason(fill.reason, before, book.pos), book.pos,
+                               self.account.cash)
 
     def _finish_orders(self, ts: int) -> None:
         """Set the final status of orders replaced or completed during this tick."""
@@ -437,10 +496,11 @@ class Trader:
             if not self.broker.live or not book.pending:
                 continue
             report = self.broker.submit(book, book.last_close)
+            fields = {} if report.price is None else {"limit_price": report.price}
             with self._tx():
                 self.store.update_order(book.order_id, status=report.status,
                                         amount=report.amount, exchange_id=report.exchange_id,
-                                        detail=report.detail)
+                                        detail=report.detail, **fields)
                 self._save()
 
     # ------------------------------------------------------------------ signals
@@ -458,10 +518,13 @@ class Trader:
             except Exception as error:  # noqa: BLE001 - an alert never stops trading
                 log.warning("halt alert failed: %r", error)
 
-    def _fresh_signal(self, sym: str, bar: Bar) -> tuple[Signal | None, str]:
-        """A fresh signal for ``bar``, or ``None`` (reported and counted) and why not."""
+    def _fresh_signal(self, sym: str, bar: Bar, position: float, bars_held: int
+                      ) -> tuple[Signal | None, str]:
+        """A fresh signal for ``bar`` given the intended ``position`` (fraction of equity) and
+        ``bars_held``, or ``None`` (reported and counted) and why not."""
         sig, why = fetch_fresh_signal(self.signals, self.series[sym], bar,
-                                      list(self._recent[sym]), self.config, self.sleep)
+                                      list(self._recent[sym]), self.config, self.sleep,
+                                      position, bars_held)
         if sig is not None:
             if self.account.signal_failures:
                 self._event("signal_recovered", f"{sym}: fresh signal after "
