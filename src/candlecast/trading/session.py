@@ -150,7 +150,8 @@ def build_trader(
     if feature_sink is True:
         from candlecast.feature_store.definitions import view_columns
 
-        sink = (FeastOnlineSink(root / config.feast_repo, view_columns(feature_names(features)))
+        sink = (FeastOnlineSink(root / config.feast_repo, view_columns(feature_names(features)),
+                                config_file=config.feast_config)
                 if config.write_features else None)
     elif feature_sink is False:
         sink = None
