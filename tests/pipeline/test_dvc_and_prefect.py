@@ -30,6 +30,9 @@ def _env(cwd: Path) -> dict[str, str]:
     env["PREFECT_HOME"] = str(cwd / ".prefect")
     env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "300"
     env["BENTOML_HOME"] = str(cwd / ".bentoml")  # the package stage's bento store
+    # the project is cwd: a CANDLECAST_ROOT another test left in os.environ (test_zoo_pipeline
+    # sets it) would make the package stage serve that project's registry
+    env.pop("CANDLECAST_ROOT", None)
     return env
 
 
