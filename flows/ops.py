@@ -20,9 +20,10 @@ import os
 import sqlite3
 import sys
 
-from candlecast.runtime import set_offline_defaults
+from candlecast.runtime import set_offline_defaults, set_reproducible_numerics
 
 set_offline_defaults()  # before Prefect/MLflow/Feast are imported: no telemetry, patience
+set_reproducible_numerics()  # before torch/numpy load: the same bits on every AVX2 CPU
 
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402

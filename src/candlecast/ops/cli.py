@@ -105,6 +105,8 @@ def backtest_report_command(root: RootOption = Path(), params: ParamsOption = No
     _done(_guard(lambda: backtest_report(loaded, paths)))
 
 
+# promote and rollback share their shape (context, MLflow client, one alias move, guarded):
+# two commands of the same kind, the common part is in _context/_guard/_done.
 @ops_app.command("promote")
 def promote_command(
     version: Annotated[str, typer.Argument(help="Model version to make champion.")],

@@ -168,6 +168,8 @@ def run(
     typer.echo(json.dumps(summary.to_dict() | {"mode": config.mode}, default=str))
 
 
+# kill, pause and resume: the same small shape (resolve the flag file from params, write or
+# remove it, say so), three commands of one kind.
 @trade_app.command("kill")
 def kill(
     reason: Annotated[str, typer.Option(help="Recorded with the kill.")] = "manual kill",

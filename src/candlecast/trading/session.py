@@ -85,6 +85,8 @@ def _replay_feed(config: TradeConfig, root: Path, spec: ReplaySpec,
     return ReplayFeed(frames, config.timeframe, start=start, end=end, speed=spec.speed)
 
 
+# The keyword arguments of ``Trader`` (what it is built from): a deliberate mirror, each
+# defaulted here from the config so a caller passes only what it injects.
 def build_trader(
     config: TradeConfig,
     *,
