@@ -64,12 +64,18 @@ def replay_init_command(root: RootOption = Path(), params: ParamsOption = None) 
 
 
 @ops_app.command("refresh")
-def refresh_command(root: RootOption = Path(), params: ParamsOption = None) -> None:
+def refresh_command(
+    root: RootOption = Path(),
+    params: ParamsOption = None,
+    feed: Annotated[str, typer.Option(
+        "--feed", help="poll: the replayed chunk or ccxt REST; stream: the candles the "
+        "streaming trader stored (REST only for series it lags on).")] = "poll",
+) -> None:
     """New candles (the next replayed chunk, or ccxt) -> validate -> features -> feature store."""
     from candlecast.ops.refresh import run_refresh
 
     loaded, paths = _context(root, params)
-    _done(_guard(lambda: run_refresh(loaded, paths)))
+    _done(_guard(lambda: run_refresh(loaded, paths, feed=feed)))
 
 
 @ops_app.command("drift-check")
