@@ -22,7 +22,7 @@ ARCHITECTURE = {
                 "patch_size"),
     "transformer": ("window", "d_model", "num_heads", "num_layers", "dim_feedforward"),
 }
-RECIPE_VERSION = 2  # 2: default network sizes
+RECIPE_VERSION = 3  # 2: default network sizes; 3: the policy, backtest and register stages
 
 
 def full_architecture() -> dict[str, dict[str, Any]]:
@@ -57,7 +57,7 @@ def build_mini_project() -> dict[str, Any]:
 
     from candlecast.config import load_params
     from candlecast.pipeline.paths import Paths
-    from candlecast.pipeline.runner import run_stage, zoo_plan
+    from candlecast.pipeline.runner import decision_plan, run_stage, zoo_plan
 
     if MINI.exists():
         shutil.rmtree(MINI)
@@ -67,7 +67,7 @@ def build_mini_project() -> dict[str, Any]:
     params = load_params(paths.params)
     stages: dict[str, float] = {}
     plan = [(s, None) for s in ("ingest", "validate", "features", "feature-store")]
-    for stage, arg in plan + zoo_plan(params):
+    for stage, arg in plan + zoo_plan(params) + decision_plan(params):
         t0 = time.time()
         run_stage(stage, params, paths, arg)
         stages[f"{stage}@{arg}" if arg else stage] = round(time.time() - t0, 1)
