@@ -4,11 +4,11 @@
 written for one symbol of the trader and for each coin of the portfolio backtester
 (:func:`candlecast.backtest.portfolio.run_portfolio`), with the same arithmetic in the same
 order (parity is tested to float rounding): ``frac`` is the intended position (a working
-order's goal included) as a fraction of equity at the close; a change that opens, grows or reverses the position asks
-:meth:`RiskEngine.decide_entry` with the target's notional (caps, halts, trade limits; the stop
-from this close's ATR); a refused reversal still leaves the old side; reductions and exits
-always pass. The order is worked in the answer's execution style for entries (growing) or for
-exits, from the next candle.
+order's goal included) as a fraction of equity at the close; a change that opens, grows or
+reverses the position asks :meth:`RiskEngine.decide_entry` with the target's notional (caps,
+halts, trade limits; the stop from this close's ATR); a refused reversal still leaves the old
+side; reductions and exits always pass. The order is worked in the answer's execution style
+for entries (growing) or for exits, from the next candle.
 """
 
 from __future__ import annotations
