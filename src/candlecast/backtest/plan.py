@@ -14,6 +14,7 @@ for entries (growing) or for exits, from the next candle.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from candlecast.backtest.config import ExecutionConfig
@@ -73,3 +74,48 @@ def plan_target(engine: RiskEngine | None, state: RiskState | None, symbol: str,
     order = new_order(execution.entry if grows else execution.exit, execution, bar, close, pos,
                       units, budget, f"target:{reason}", atr)
     return TargetPlan(tuple(rows), order)
+
+
+@dataclass(frozen=True)
+class CoinState:
+    """One coin of a book at a decision: its position (units), intended weight (a working
+    order's goal included), last close, bar count (the coin's ``bar`` of :func:`plan_target`),
+    ATR, and whether it has a bar now (only then can it trade)."""
+
+    symbol: str
+    pos: float
+    frac: float
+    close: float
+    bar: int
+    atr: float
+    tradable: bool
+
+
+def plan_rebalance(engine: RiskEngine | None, state: RiskState | None,
+                   coins: Sequence[CoinState], targets: Mapping[str, float], reason: str,
+                   equity: float, ts: int, execution: ExecutionConfig, allow_short: bool
+                   ) -> list[tuple[str, TargetPlan]]:
+    """:func:`plan_target` for every tradable coin with a target, in universe order, the risk
+    engine's gross cap seeing the whole rebalance: each coin's ``other_notional`` is the other
+    coins' intended notional, updated with the orders planned before it. The one rebalance
+    step of the portfolio backtester and the trader (parity by construction)."""
+    exposure = {c.symbol: abs(c.frac) * equity for c in coins}
+    total = sum(exposure.values())
+    out = []
+    for coin in coins:
+        target = targets.get(coin.symbol)
+        if not coin.tradable or target is None or target != target:
+            continue
+        wanted = 0.0 if target < 0.0 and not allow_short else target
+        if abs(wanted - coin.frac) <= _CHANGE:
+            continue  # no change (plan_target's first test, without the call)
+        plan = plan_target(engine, state, coin.symbol, ts, coin.bar, float(target), reason,
+                           math.nan, coin.frac, coin.pos, equity, coin.close, coin.atr,
+                           execution, allow_short, total - exposure[coin.symbol])
+        if plan.order is not None:
+            now = abs(plan.order.goal(coin.close)) * coin.close
+            total += now - exposure[coin.symbol]
+            exposure[coin.symbol] = now
+        if plan.rows or plan.order is not None:
+            out.append((coin.symbol, plan))
+    return out

@@ -37,7 +37,7 @@ from candlecast.backtest.costs import CostModel
 from candlecast.backtest.execution import WorkingOrder, work_order
 from candlecast.backtest.inputs import Market
 from candlecast.backtest.ledger import FillLog, fills_frame, snap
-from candlecast.backtest.plan import plan_target
+from candlecast.backtest.plan import CoinState, plan_rebalance
 from candlecast.backtest.targets import fill_reason
 from candlecast.risk import Action, RiskConfig, RiskEngine
 
@@ -317,23 +317,15 @@ def run_portfolio(
             targets, why = decider.decide(t, ts, intended, held,
                                           frozenset(s for _j, s, _i in here))
             style = ex if execution_at is None else (execution_at(t) or ex)
-            exposure = {s: abs(intended[s]) * equity for s in symbols}
-            for _j, s, i in here:
-                target = targets.get(s)
-                if target is None or target != target:
-                    continue
-                c = coins[s]
-                other = sum(v for o, v in exposure.items() if o != s)
-                plan = _plan(engine, state, s, ts, c, float(target), why, intended[s], equity,
-                             atrs[s][i], style, cfg.allow_short, other)
-                if plan is None:
-                    continue
-                plan_rows, order = plan
-                rows.extend((t, s, *r) for r in plan_rows
+            states = [CoinState(s, c.pos, intended[s], c.last_close, c.bars,
+                                atrs[s][where[t, j]] if where[t, j] >= 0 else NAN,
+                                where[t, j] >= 0) for j, (s, c) in enumerate(coins.items())]
+            for s, plan in plan_rebalance(engine, state, states, targets, why, equity, ts,
+                                          style, cfg.allow_short):
+                rows.extend((t, s, *r) for r in plan.rows
                             if record_targets or r[0] != "target")
-                if order is not None:
-                    c.order = order
-                    exposure[s] = abs(order.goal(c.last_close)) * c.last_close
+                if plan.order is not None:
+                    coins[s].order = plan.order
         for _j, s, _i in here:
             coins[s].bars += 1
         for j, s in enumerate(symbols):
@@ -346,17 +338,3 @@ def run_portfolio(
                              cfg.initial_equity, first.bars_per_year, logs, rows)
     result.final_risk_state = state  # type: ignore[attr-defined]
     return result
-
-
-def _plan(engine: RiskEngine | None, state: object, symbol: str, ts: int, coin: _Coin,
-          target: float, reason: str, frac: float, equity: float, atr: float,
-          execution: ExecutionConfig, allow_short: bool, other: float
-          ) -> tuple[tuple, WorkingOrder | None] | None:
-    """The coin's new working order toward ``target`` (None: no change); ``other``: the other
-    coins' intended absolute notional (the risk engine's gross cap sees the whole rebalance)."""
-    plan = plan_target(engine, state, symbol, ts, coin.bars, target, reason, NAN,  # type: ignore[arg-type]
-                       frac, coin.pos, equity, coin.last_close, atr, execution, allow_short,
-                       other)
-    if not plan.rows and plan.order is None:
-        return None
-    return plan.rows, plan.order

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from candlecast.backtest.config import ExecutionConfig, ExecutionStyle
+from candlecast.policy.config import PolicyTuning
 
 Mode = Literal["long_only", "long_short"]
 Weighting = Literal["equal", "inverse_vol", "risk_parity"]
@@ -86,7 +87,7 @@ class PortfolioSearchSpace(BaseModel):
     top_k: tuple[int, ...] = (1, 2)
     buffer: tuple[int, ...] = (0, 1, 2)
     weighting: tuple[Weighting, ...] = ("equal", "inverse_vol", "risk_parity")
-    rebalance_every: tuple[int, ...] = (1, 8, 48)
+    rebalance_every: tuple[int, ...] = (8, 16, 48)
     cost_margin: tuple[float, float] = (0.5, 3.0)
     entry_styles: tuple[ExecutionStyle, ...] = ("market",)
     exit_styles: tuple[ExecutionStyle, ...] = ("market",)
@@ -102,3 +103,45 @@ class PortfolioSearchSpace(BaseModel):
             if not getattr(self, name):
                 raise ValueError(f"portfolio search {name} must list at least one value")
         return self
+
+
+class PortfolioBaselines(BaseModel):
+    """The portfolio's baselines, fixed up front (never tuned), on the same bars and costs:
+    the equal-weight basket (rebalanced every ``rebalance_every`` bars), the same basket
+    scaled to ``vol_target``, BTC (``hold_symbol``) buy-and-hold, and a momentum-rank book
+    (long the ``momentum_top_k`` coins with the highest ``momentum_feature``, held until they
+    leave the top ``momentum_top_k + momentum_buffer``, re-ranked every ``rebalance_every``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    rebalance_every: int = Field(default=48, ge=1, le=100_000)
+    vol_target: float = Field(default=0.5, gt=0, le=10)
+    hold_symbol: str = "BTC/USD"
+    momentum_feature: str = "logret_48"
+    momentum_top_k: int = Field(default=2, ge=1, le=1000)
+    momentum_buffer: int = Field(default=1, ge=0, le=1000)
+    #: no order for a weight change below this (the basket's drift between rebalances)
+    min_change: float = Field(default=0.02, ge=0, le=1)
+
+
+class PortfolioParams(BaseModel):
+    """``portfolio:`` in ``params.yaml``: the many-coins book (docs/portfolio.md). The path is
+    opt-in: ``candlecast portfolio`` runs its stages in ``workspace`` with
+    ``profiles/portfolio.yaml`` merged over ``params.yaml``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    workspace: str = "portfolio"
+    registered_model: str = "candlecast-portfolio"
+    #: whose out-of-sample forecasts the book trades (the zoo ensemble of the relative target)
+    model: str = "ensemble"
+    default: PortfolioConfig = PortfolioConfig()
+    search: PortfolioSearchSpace = PortfolioSearchSpace()
+    #: the walk-forward search (Optuna inside each fold, on the folds before it): trials per
+    #: fold, objective of the book, the fewest positions opened per coin and 1,000 bars for a
+    #: candidate to be eligible, flat when even the best one lost money
+    tuning: PolicyTuning = PolicyTuning(n_trials=30, min_trades_per_1000_bars=0.1)
+    baselines: PortfolioBaselines = PortfolioBaselines()
+    #: configurations of earlier design iterations looked at on these windows (counted in
+    #: the deflated Sharpe's number of trials; docs/portfolio.md keeps the log)
+    prior_trials: int = Field(default=0, ge=0)

@@ -5,7 +5,9 @@ book's target weights and why out (pure, no state).
 
 1. **Tradable**: a coin is decided only if it has a bar now and a forecast (expected return
    relative to the basket over the horizon, a volatility); a coin held without one is
-   *frozen*: its weight stays, it counts in the caps, it is not traded.
+   *frozen*: its weight stays, it counts in the caps, it is not traded. When the forecasts
+   cannot rank (none, or all equal: a model without an edge answers zero everywhere) the book
+   is kept as it is.
 2. **Schedule**: only on bars whose number (``timestamp // bar``, the same count in the
    backtest and live) is a multiple of ``rebalance_every``; otherwise the book is held.
 3. **Selection** (TopkDropout): coins ranked by expected return; a held long stays while its
@@ -27,7 +29,7 @@ book's target weights and why out (pure, no state).
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,7 +68,7 @@ class PortfolioDecision:
     gross: float
     net: float
     beta: float
-    volatility: float  # annualized, of the target book
+    volatility: float  # annualized, of the target book (NaN when nothing was decided)
 
     def to_dict(self) -> dict[str, Any]:
         def num(x: float) -> float | None:
@@ -110,23 +112,30 @@ class PortfolioConstructor:
         extra = [c for c in weights if c not in forecasts]
         if extra:
             raise ValueError(f"weights held in {extra}, which have no forecast entry")
-        cur = np.array([float(weights.get(c, 0.0)) for c in coins])
-        er = np.array([forecasts[c].expected_return for c in coins], dtype=float)
-        vol = np.array([forecasts[c].volatility for c in coins], dtype=float)
-        beta = np.array([forecasts[c].beta for c in coins], dtype=float)
-        corr = np.array([forecasts[c].correlation for c in coins], dtype=float)
-        can = np.array([c in tradable for c in coins])
+
+        def column(name: str) -> np.ndarray:
+            return np.array([getattr(forecasts[c], name) for c in coins], dtype=float)
+
+        return self.decide_arrays(
+            coins, column("expected_return"), column("volatility"), column("beta"),
+            column("correlation"), np.array([float(weights.get(c, 0.0)) for c in coins]),
+            np.array([int(bars_held.get(c, 0)) for c in coins]),
+            np.array([c in tradable for c in coins], dtype=bool), bar_number)
+
+    def decide_arrays(self, coins: Sequence[str], er: np.ndarray, vol: np.ndarray,
+                      beta: np.ndarray, corr: np.ndarray, cur: np.ndarray, held: np.ndarray,
+                      can: np.ndarray, bar_number: int) -> PortfolioDecision:
+        """:meth:`decide` with the universe's values as arrays in ``coins`` order (what the
+        backtest's decider passes; the same rule)."""
         usable = can & np.isfinite(er) & np.isfinite(vol) & (vol > 0)
         frozen = ~usable & (np.abs(cur) > EPS)
-        known = vol[np.isfinite(vol) & (vol > 0)]
-        filled_vol = np.where(np.isfinite(vol) & (vol > 0), vol,
-                              float(np.median(known)) if len(known) else 0.0)
-        cov = covariance(filled_vol, corr)
         if not self.is_rebalance_bar(bar_number):
-            return self._result(coins, cur, cur, "not_rebalance_bar", frozen, er, cov, beta)
-        if not usable.any():
-            return self._result(coins, cur, cur, "no_forecast", frozen, er, cov, beta)
-        held = np.array([int(bars_held.get(c, 0)) for c in coins])
+            return self._kept(coins, cur, "not_rebalance_bar", frozen, er, vol, beta, corr)
+        if not usable.any() or np.ptp(er[usable]) == 0.0 < usable.sum() - 1:
+            # nothing to rank: no forecast, or every coin forecast the same (a model with no
+            # edge answers a zero expected return everywhere): keep the book as it is
+            return self._kept(coins, cur, "no_forecast", frozen, er, vol, beta, corr)
+        cov = _covariance(vol, corr)
         new_long, new_short = self._select(er, usable, cur, held)
         new = self._weights(new_long, new_short, cur, frozen, cov, beta)
         old_long = np.flatnonzero(usable & (cur > EPS)).tolist()
@@ -147,6 +156,14 @@ class PortfolioConstructor:
         if np.abs(target - cur).max() <= EPS:
             reason = "hold" if reason != "swap_below_cost" else reason
         return self._result(coins, cur, target, reason, frozen, er, cov, beta)
+
+    def _kept(self, coins: Sequence[str], cur: np.ndarray, reason: str, frozen: np.ndarray,
+              er: np.ndarray, vol: np.ndarray, beta: np.ndarray, corr: np.ndarray
+              ) -> PortfolioDecision:
+        """The book as held (caps hold on every answer, even off schedule)."""
+        kept = self._caps(cur, frozen, beta)
+        cov = _covariance(vol, corr) if (kept != cur).any() else None
+        return self._result(coins, cur, kept, reason, frozen, er, cov, beta)
 
     # ------------------------------------------------------------------ steps
     def _select(self, er: np.ndarray, usable: np.ndarray, cur: np.ndarray, held: np.ndarray
@@ -211,6 +228,11 @@ class PortfolioConstructor:
         cfg = self.config
         w = target.copy()
         free = ~frozen
+        if cfg.mode == "long_only":
+            w[free] = np.maximum(w[free], 0.0)  # a short held by a long-only book is closed
+        if float(np.abs(w[free]).max(initial=0.0)) <= cfg.max_weight and self._within_caps(
+                w, beta):
+            return w
         for _ in range(4):  # each pass only shrinks; repeat for frozen-weight interactions
             w[free] = np.clip(w[free], -cfg.max_weight, cfg.max_weight)
             fixed = float(np.abs(w[frozen]).sum())
@@ -257,17 +279,28 @@ class PortfolioConstructor:
         cost = float((np.abs(delta) * np.where(grows, self._entry_cost, self._exit_cost)).sum())
         return gain, cost
 
-    def _result(self, coins: list[str], cur: np.ndarray, target: np.ndarray, reason: str,
-                frozen: np.ndarray, er: np.ndarray, cov: np.ndarray, beta: np.ndarray
+    def _result(self, coins: Sequence[str], cur: np.ndarray, target: np.ndarray, reason: str,
+                frozen: np.ndarray, er: np.ndarray, cov: np.ndarray | None, beta: np.ndarray
                 ) -> PortfolioDecision:
-        gain, cost = self._gain_cost(target - cur, target, cur, er)
+        """The answer; the book's volatility only where something was decided (``cov``)."""
+        changed = (target != cur).any()
+        gain, cost = self._gain_cost(target - cur, target, cur, er) if changed else (0.0, 0.0)
         tags = {c: _tag(c_, t, f) for c, c_, t, f in zip(coins, cur, target, frozen,
                                                            strict=True)}
         return PortfolioDecision(
             weights={c: float(w) for c, w in zip(coins, target, strict=True)}, reason=reason,
             coins=tags, expected_gain=gain, cost=cost, gross=float(np.abs(target).sum()),
             net=float(target.sum()), beta=book_beta(target, beta),
-            volatility=book_volatility(target, cov, self.bars_per_year))
+            volatility=NAN if cov is None else book_volatility(target, cov, self.bars_per_year))
+
+
+def _covariance(vol: np.ndarray, corr: np.ndarray) -> np.ndarray:
+    """The single-index covariance, a coin without a volatility forecast taking the median
+    of the others' (it may be held, frozen: it still counts in the book's risk)."""
+    ok = np.isfinite(vol) & (vol > 0)
+    if not ok.all():
+        vol = np.where(ok, vol, float(np.median(vol[ok])) if ok.any() else 0.0)
+    return covariance(vol, corr)
 
 
 def _tag(current: float, target: float, frozen: bool) -> str:

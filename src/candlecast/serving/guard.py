@@ -3,7 +3,7 @@
 
 BentoML 1.4 answers schema errors with its own body (``{"error", "detail"}``, and for some
 4xx a JSON *list*), has no request size limit and parses ``multipart``/``pickle`` bodies too.
-This guard, for ``/signal``, ``/predict`` and ``/metadata`` only:
+This guard, for ``/signal``, ``/predict``, ``/portfolio`` and ``/metadata`` only:
 
 * refuses methods other than POST (405; ``GET /metadata`` is turned into ``POST``);
 * refuses content types other than ``application/json`` (415);
@@ -24,7 +24,13 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from candlecast.serving.schemas import PredictRequest, RequestError, SeriesRequest, request_error
+from candlecast.serving.schemas import (
+    PortfolioRequest,
+    PredictRequest,
+    RequestError,
+    SeriesRequest,
+    request_error,
+)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -35,6 +41,7 @@ Send = Callable[[Message], Awaitable[None]]
 ROUTES: dict[str, type[BaseModel] | None] = {
     "/signal": SeriesRequest,
     "/predict": PredictRequest,
+    "/portfolio": PortfolioRequest,
     "/metadata": None,
 }
 

@@ -296,6 +296,9 @@ class SignalClient(Protocol):
 
     def ready(self) -> bool: ...
 
+    # the portfolio mode (trade.decision: portfolio) also needs
+    # ``portfolio(exchange, timeframe, candles, positions) -> PortfolioAnswer``
+
 
 class HttpSignalClient:
     """:class:`SignalClient` over HTTP (httpx, one keep-alive connection pool)."""
@@ -328,7 +331,18 @@ class HttpSignalClient:
         return self._post("/predict", {**request_body(series, position, bars_held),
                                        "candles": candles_payload(candles)})
 
+    def portfolio(self, exchange: str, timeframe: str, candles: Mapping[str, Sequence[Bar]],
+                  positions: Mapping[str, tuple[float, int]]) -> Any:
+        """``POST /portfolio`` (see :mod:`candlecast.trading.portfolio_signals`)."""
+        from candlecast.trading.portfolio_signals import parse_portfolio, portfolio_body
+
+        return parse_portfolio(self._post_json(
+            "/portfolio", portfolio_body(exchange, timeframe, candles, positions)))
+
     def _post(self, path: str, body: dict[str, Any]) -> Signal:
+        return parse_signal(self._post_json(path, body))
+
+    def _post_json(self, path: str, body: dict[str, Any]) -> Any:
         httpx = self._httpx
         try:
             response = self._client.post(path, json=body)
@@ -345,10 +359,9 @@ class HttpSignalClient:
         if response.status_code != 200:
             raise SignalUnavailable("malformed", f"POST {path}: HTTP {response.status_code}")
         try:
-            payload = response.json()
+            return response.json()
         except ValueError as error:
             raise SignalUnavailable("malformed", f"POST {path}: body is not JSON") from error
-        return parse_signal(payload)
 
 
 def request_body(series: SeriesId, position: float = 0.0, bars_held: int = 0) -> dict[str, Any]:
