@@ -157,3 +157,16 @@ def test_weighting_and_vol_target():
     assert book_volatility(w, covariance(np.array(vols), np.full(5, 0.8)), BPY) == (
         pytest.approx(0.5, rel=1e-9))
     assert target.volatility == pytest.approx(0.5, rel=1e-9)
+
+
+def test_forecasts_that_cannot_rank_keep_the_book_unless_every_coin_is_taken():
+    """All expected returns equal (a model without an edge answers zero): a top-2 book keeps
+    what it holds (its coin order would otherwise pick); a book of every coin (the
+    equal-weight basket) does not need a ranking and invests."""
+    flat = [0.0] * 5
+    top2 = _decide(PortfolioConfig(top_k=2, buffer=0), flat, weights={"C": 0.4})
+    assert top2.reason == "no_forecast" and top2.weights["C"] == 0.4 and top2.gross == 0.4
+    basket = _decide(PortfolioConfig(top_k=5, buffer=0, max_weight=1.0, cost_margin=0.0),
+                     flat)
+    assert basket.reason == "initial"
+    assert basket.weights == pytest.approx({c: 0.2 for c in COINS})

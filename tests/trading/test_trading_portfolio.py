@@ -206,3 +206,107 @@ def test_portfolio_mode_fingerprint_refuses_a_per_coin_state(tmp_path, coins):
                signals=ScriptedPortfolio(constructor, panel),
                store=StateStore(cfg.state_db), risk=BOOK_RISK)
     assert math.isfinite(trader.equity())
+
+
+class FixedBook:
+    """A ``/portfolio`` answering the same target weights at every candle (fresh), recording
+    the weights the trader reported."""
+
+    def __init__(self, weights: dict[str, float], step_ns: int) -> None:
+        self.weights, self.step_ns = weights, step_ns
+        self.reported: list[dict[str, float]] = []
+
+    def portfolio(self, exchange, timeframe, candles, positions):  # noqa: ANN001, ANN201
+        from candlecast.backtest.config import ExecutionConfig
+
+        self.reported.append({s: w for s, (w, _) in positions.items()})
+        last = max(bars[-1].ts for bars in candles.values() if bars)
+        return PortfolioAnswer("ok", dict(self.weights), "rebalance", ExecutionConfig(),
+                               "fixed-book", pd.Timestamp(last + self.step_ns, tz="UTC"))
+
+    def ready(self) -> bool:
+        return True
+
+
+class Alerts:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str]] = []
+
+    def notify(self, event: str, message: str, **fields) -> None:  # noqa: ANN003
+        self.sent.append((event, message))
+
+
+def test_live_rebalance_with_a_refused_coin_is_partial_reported_and_retried(tmp_path):
+    """Live (the real ccxt client against the fake Binance): the book wants 40 % BTC and 40 %
+    ETH; the venue refuses every ETH order. BTC's order goes out and fills, ETH's fails: the
+    trader journals and alerts a partial rebalance naming both outcomes, reports ETH's real
+    weight (0) at the next candle and asks again with a new order (new client id)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fakes"))
+    from fake_binance import DEFAULT_LISTING_MS
+    from fake_binance_orders import CCXT_SPOT_OPTIONS, FakeBinanceOrders, FakeOrdersServer
+
+    from candlecast.exchange import BackoffPolicy, CcxtOhlcvSource, PermanentExchangeError
+    from candlecast.exchange.orders import CcxtOrderGateway
+    from candlecast.trading import CcxtBroker, CcxtFeed
+
+    hour_ms = 3_600_000
+    fake = FakeBinanceOrders(now_ms=DEFAULT_LISTING_MS + 1000 * hour_ms + 60_000,
+                             api_key="k3y", balances={"USDT": 10_000.0})
+    with FakeOrdersServer(fake) as server:
+        gateway = CcxtOrderGateway.create("binance", api_key="k3y", api_secret="s3cr3t",
+                                          timeout_ms=300, rate_limit_ms=1, api_url=server.url,
+                                          options=CCXT_SPOT_OPTIONS)
+        real_create = gateway.create_order
+
+        def refuse_eth(symbol, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+            if symbol == "ETH/USDT":
+                raise PermanentExchangeError("binance", "ETH/USDT: trading is halted")
+            return real_create(symbol, *args, **kwargs)
+
+        gateway.create_order = refuse_eth
+        cfg = TradeConfig(mode="live", live_confirmed=True, exchange="binance",
+                          symbols=("BTC/USDT", "ETH/USDT"), timeframe="1h",
+                          decision="portfolio", state_db=str(tmp_path / "live.db"),
+                          kill_switch_file=str(tmp_path / "K"), pause_file=str(tmp_path / "P"),
+                          signal_retries=0, poll_interval_s=0.01, candle_close_delay_s=1.0,
+                          state_sync="NORMAL")
+
+        def advance(seconds: float) -> None:
+            fake.now_ms += 20 * 60_000
+
+        source = CcxtOhlcvSource.create("binance", timeout_ms=1000, rate_limit_ms=1,
+                                        api_url=server.url, options=CCXT_SPOT_OPTIONS)
+        feed = CcxtFeed(source, cfg.series, close_delay_s=1.0, now=lambda: fake.now_ms / 1000,
+                        sleep=advance)
+        broker = CcxtBroker(gateway, CostConfig(), policy=BackoffPolicy(1, 0.01, 0.02),
+                            sleep=lambda s: None)
+        book = FixedBook({"BTC/USDT": 0.4, "ETH/USDT": 0.4}, hour_ms * 1_000_000)
+        alerts = Alerts()
+        store = StateStore(cfg.state_db, synchronous="NORMAL")
+        risk = RiskConfig.plain(1.0).model_copy(update={"limits": LimitsConfig(
+            max_daily_loss=None, max_drawdown=None, drawdown_scale_start=None,
+            drawdown_scale_end=None, max_trades_per_day=None, max_concurrent_positions=2)})
+        trader = Trader(cfg, broker=broker, feed=feed, signals=book, store=store, risk=risk,
+                        costs=CostConfig(), backtest=BacktestConfig(allow_short=False),
+                        feature_sink=MemorySink(), notifier=alerts)
+        trader.reconcile()
+        assert trader.run(max_ticks=3).status == "max_ticks"
+        events = store.frame("events")
+        partial = events[events["kind"] == "partial_rebalance"]
+        assert len(partial) >= 2  # every candle it tries again, and says so
+        message = partial["message"].iloc[0]
+        assert "ETH/USDT failed" in message and "BTC/USDT" in message
+        orders = store.frame("orders")
+        eth = orders[orders["symbol"] == "ETH/USDT"]
+        assert (eth["status"] == "failed").all() and eth["client_id"].nunique() >= 2
+        assert trader.books["BTC/USDT"].pos > 0 and trader.books["ETH/USDT"].pos == 0
+        weight = trader.books["BTC/USDT"].pos * trader.books["BTC/USDT"].last_close
+        assert weight / trader.equity() == pytest.approx(0.4, rel=0.02)
+        assert book.reported[-1]["ETH/USDT"] == 0.0  # the book as it is, asked again
+        assert book.reported[-1]["BTC/USDT"] == pytest.approx(0.4, rel=0.02)
+        assert [e for e, _ in alerts.sent].count("partial_rebalance") == len(partial)
+        assert not [o for o in fake.orders if o["symbol"] == "ETHUSDT"]
+        store.close()

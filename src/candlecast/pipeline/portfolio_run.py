@@ -70,7 +70,7 @@ def prepare_workspace(root: Path, profile: Path | None = None) -> tuple[Params, 
     (ws / ".gitignore").write_text(
         "# the portfolio workspace: everything is rebuilt by `candlecast portfolio`; the small\n"
         "# result files are committed like the default pipeline's metrics/\n*\n!.gitignore\n"
-        "!params.yaml\n!metrics/\n!metrics/**\n!reports/\n!reports/portfolio/\n"
+        "!metrics/\n!metrics/**\n!reports/\n!reports/portfolio/\n"
         "!reports/portfolio/summary.json\n!reports/portfolio/ranking.json\n"
         "!reports/portfolio/*.png\n")
     return load_params(ws / "params.yaml"), Paths(ws)

@@ -6,8 +6,8 @@ book's target weights and why out (pure, no state).
 1. **Tradable**: a coin is decided only if it has a bar now and a forecast (expected return
    relative to the basket over the horizon, a volatility); a coin held without one is
    *frozen*: its weight stays, it counts in the caps, it is not traded. When the forecasts
-   cannot rank (none, or all equal: a model without an edge answers zero everywhere) the book
-   is kept as it is.
+   cannot rank (none, or all equal: a model without an edge answers zero everywhere) and the
+   selection needs a ranking (fewer slots than coins), the book is kept as it is.
 2. **Schedule**: only on bars whose number (``timestamp // bar``, the same count in the
    backtest and live) is a multiple of ``rebalance_every``; otherwise the book is held.
 3. **Selection** (TopkDropout): coins ranked by expected return; a held long stays while its
@@ -131,7 +131,9 @@ class PortfolioConstructor:
         frozen = ~usable & (np.abs(cur) > EPS)
         if not self.is_rebalance_bar(bar_number):
             return self._kept(coins, cur, "not_rebalance_bar", frozen, er, vol, beta, corr)
-        if not usable.any() or np.ptp(er[usable]) == 0.0 < usable.sum() - 1:
+        sides = 1 if self.config.mode == "long_only" else 2
+        ranked = usable.sum() > sides * self.config.top_k  # else every coin is taken anyway
+        if not usable.any() or (ranked and np.ptp(er[usable]) == 0.0):
             # nothing to rank: no forecast, or every coin forecast the same (a model with no
             # edge answers a zero expected return everywhere): keep the book as it is
             return self._kept(coins, cur, "no_forecast", frozen, er, vol, beta, corr)
