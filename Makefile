@@ -20,7 +20,8 @@ export BENTOML_DO_NOT_TRACK ?= true
 
 run: setup
 	$(BIN)/candlecast repro  # = dvc repro, with one local Prefect API server for all stages
-	$(BIN)/dvc metrics show
+	$(BIN)/candlecast report  # the backtest: policy beside buy-and-hold and the rule baselines
+	$(BIN)/dvc metrics show --md metrics/models  # every model and horizon, out of sample
 
 test: setup
 	$(BIN)/python -m compileall -q src  # imports stay fast where PYTHONDONTWRITEBYTECODE is set

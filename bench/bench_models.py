@@ -85,11 +85,14 @@ def main() -> None:
     from candlecast.models.ensemble import Ensemble, base_prediction, chronos_rows
 
     root = args.root.resolve()
-    serving = root / "models" / "ensemble" / "serving"
+    serving = root / "models" / "registered" / "serving"
     if not serving.exists():
         raise SystemExit(f"{serving} is missing: run `dvc repro` first")
     params = load_params(root / "params.yaml")
     ensemble = Ensemble.load(serving)
+    # the stack the service runs: the bundled policy's horizon (else the primary one)
+    horizon = int((ensemble.policy or {}).get("horizon", ensemble.primary_horizon))
+    member = ensemble.members[horizon]
     data = pd.read_parquet(root / "data" / "training" / "dataset.parquet")
     series = data[ensemble.series_column].iloc[-1]
     rows = (data[data[ensemble.series_column] == series]
@@ -97,9 +100,9 @@ def main() -> None:
     window = rows.tail(ensemble.window_rows).reset_index(drop=True)
 
     latency: dict[str, dict[str, Any]] = {}
-    for name in ensemble.stacker.models:
-        model = ensemble.base[name]
-        context = int(ensemble.manifest["context_bars"].get(name, 0))
+    for name in member.stacker.models:
+        model = member.base[name]
+        context = int(member.manifest["context_bars"].get(name, 0))
         single = rows.tail(context + 1).reset_index(drop=True)
         batch = rows.tail(args.batch + context).reset_index(drop=True)
         repeats_batch = max(5, args.repeats // 20)
@@ -115,6 +118,13 @@ def main() -> None:
                                    "per_row_ms": many["p50_ms"] / len(batch)}}
 
     last = percentiles(lambda: ensemble.predict(window, rows="last"), args.repeats)
+    ns = pd.DatetimeIndex(window[ensemble.time_column]).as_unit("ns").asi8
+    values = window[ensemble.feature_columns].to_numpy(dtype=np.float64)
+    key = str(window[ensemble.series_column].iloc[-1])
+    served = percentiles(lambda: ensemble.predict_last(key, ns, values, horizons=[horizon]),
+                         args.repeats)
+    latency["ensemble_policy_horizon"] = {"context_rows": ensemble.window_rows,
+                                          "single": served, "horizon": horizon}
     every = percentiles(lambda: ensemble.predict(window, rows="all"), max(10, args.repeats // 10))
     latency["ensemble"] = {"context_rows": ensemble.window_rows, "single": last}
     latency["ensemble_all_rows"] = {"context_rows": ensemble.window_rows, "single": every,

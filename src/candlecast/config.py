@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import os
 import re
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -19,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from candlecast.backtest.config import BacktestConfig, CostConfig
 from candlecast.backtest.rules import RuleConfig
+from candlecast.compute import ComputeConfig
 from candlecast.console.config import ConsoleConfig
 from candlecast.data.ingest import CcxtIngestConfig
 from candlecast.data.sample import DATASETS
@@ -113,6 +116,10 @@ class IngestParams(_Frozen):
 class FeatureStoreParams(_Frozen):
     feature_service: str = "direction_model_v1"
     ttl_hours: float = Field(default=6.0, gt=0)
+    #: the Feast repo config in feature_repo/: ``feature_store.yaml`` (SQLite online store under
+    #: data/online/) or ``feature_store.redis.yaml`` (Redis at $CANDLECAST_REDIS); the pipeline,
+    #: the signal service and the trader all open the store through it
+    repo_config: str = Field(default="feature_store.yaml", pattern=r"^[A-Za-z0-9_.-]+\.yaml$")
 
     @property
     def ttl(self) -> timedelta:
@@ -324,6 +331,9 @@ class Params(_Frozen):
     ops: OpsConfig = Field(default_factory=OpsConfig)
     #: the operator's console: dashboard and Telegram bot (docs/console.md)
     console: ConsoleConfig = Field(default_factory=ConsoleConfig)
+    #: where the stages' units of work run (task runner; docs/scale-out.md). Not a DVC param
+    #: of any stage: the runner never changes a result (tested)
+    compute: ComputeConfig = ComputeConfig()
     #: cross-sectional features of the universe (off unless the portfolio path runs)
     cross_section: CrossSectionConfig = Field(default_factory=CrossSectionConfig)
     #: many coins in one book (docs/portfolio.md): `candlecast portfolio`
@@ -437,7 +447,10 @@ class Params(_Frozen):
 
     def hash(self) -> str:
         """A short stable hash of every parameter (lineage on models and reports)."""
-        blob = json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True)
+        # not ``compute``: where the units ran is not what was computed
+        blob = json.dumps(
+            self.model_dump(mode="json", by_alias=True, exclude={"compute"}), sort_keys=True
+        )
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -480,19 +493,55 @@ def parse_params(raw: dict[str, Any]) -> Params:
         raise ParamsError(f"invalid params: {_describe(err)}") from err
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
+#: a params profile merged over params.yaml at load (``services/services.env`` sets it)
+PROFILE_ENV = "CANDLECAST_PROFILE"
+
+
+def load_params(
+    path: str | Path = "params.yaml", environ: Mapping[str, str] | None = None
+) -> Params:
+    """``params.yaml`` validated; with ``$CANDLECAST_PROFILE`` (a path relative to the params
+    file's folder) that profile merged over it, ``${VAR}`` in the profile taken from the
+    environment (the services' addresses: profiles/services.yaml). A profile moves where things
+    run (MLflow, Optuna, the online store, the task runner), so DVC does not track it: results
+    must not depend on it."""
     path = Path(path)
+    environ = os.environ if environ is None else environ
+    raw = _read_yaml(path)
+    profile = environ.get(PROFILE_ENV)
+    if profile:
+        where = Path(profile) if Path(profile).is_absolute() else path.resolve().parent / profile
+        raw = deep_merge(raw, _read_yaml(where, expand=environ))
+    params = parse_params(raw)
+    check_model_files(params, path.resolve().parent)
+    return params
+
+
+def _read_yaml(path: Path, expand: Mapping[str, str] | None = None) -> dict[str, Any]:
     if not path.exists():
         raise ParamsError(f"params file {path} does not exist")
+    text = path.read_text()
+    if expand is not None:
+        text = _expand(text, expand, path)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
         raise ParamsError(f"params file {path} is not valid YAML: {err}") from err
     if not isinstance(raw, dict):
         raise ParamsError(f"params file {path} must hold a mapping of sections")
-    params = parse_params(raw)
-    check_model_files(params, path.resolve().parent)
-    return params
+    return raw
+
+
+def _expand(text: str, environ: Mapping[str, str], path: Path) -> str:
+    """``${NAME}`` replaced from ``environ``; an unset name is an error naming it."""
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in environ:
+            raise ParamsError(f"params profile {path} needs ${{{name}}} in the environment "
+                              "(source services/services.env)")
+        return environ[name]
+
+    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", value, text)
 
 
 def deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:

@@ -3,14 +3,17 @@
 * :func:`replay_project` -- a project folder with real Bitfinex BTC/USD 30m candles in a
   ``CandleStore``, a ``params.yaml`` whose ``trade:`` section points the trader at it, and a
   paper trader built by the CLI's own ``build_trader`` replaying the last candles against the
-  signal service's HTTP contract (``FakeSignalService`` on 127.0.0.1, ``/predict``; actions of an
-  SMA crossover);
+  signal service's HTTP contract (``FakeSignalService`` on 127.0.0.1, ``/predict``): the service
+  answers the target position of a real :class:`~candlecast.policy.Policy` (long/short,
+  vol-targeted) on a noisy forecast of the replayed candles, for the position and bars held the
+  trader reports (:func:`console_script`);
 * :func:`write_registry` -- a real MLflow SQLite registry with ``candlecast-ensemble``
   versions, the champion moved by ``tracking.aliases.move_champion`` (history) and a
   challenger, plus a retrain ops run;
 * :func:`write_ops_outputs` -- drift verdict files as the drift check writes them;
 * :func:`write_backtest_curve` -- the backtest stage's ``equity.csv`` for the same period, from
-  the real event-driven backtester on the same candles and signals.
+  the target backtester (``run_targets``) on the same candles, with a ``PolicyDecider`` running
+  the same policy on the same forecasts (as the trader parity tests do).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import yaml
 
 from candlecast.data.schema import SeriesId
 from candlecast.data.store import CandleStore
-from candlecast.features import FeatureConfig, compute_features, priming_bars
+from candlecast.features import FeatureConfig
 
 TESTS = Path(__file__).resolve().parents[1]
 for _folder in ("trading", "fakes"):  # trading_helpers (FakeSignalService), fake_telegram
@@ -40,6 +43,10 @@ for _folder in ("trading", "fakes"):  # trading_helpers (FakeSignalService), fak
 TOKEN = "console-test-token-0123456789"  # noqa: S105 - a test value
 SERIES = SeriesId("bitfinex", "BTC/USD", "30m")
 START, N = 6000, 240
+STEP_NS = 30 * 60 * 10**9
+#: the policy the scripted service runs: a 4-bar horizon, long/short, trades every few candles
+POLICY = {"horizon": 4, "entry_margin": 1.0, "exit_margin": 0.0, "min_hold_bars": 2,
+          "vol_target": 0.5, "allow_short": True}
 
 
 @dataclass
@@ -48,8 +55,8 @@ class Project:
     params_path: Path
     candles: pd.DataFrame  # priming history + replayed candles
     replay: pd.DataFrame  # the replayed candles
-    actions: np.ndarray  # the signal service's action per replayed candle
-    service: Any  # FakeSignalService (running)
+    features: pd.DataFrame  # batch features of the replayed candles (ATR for the backtest)
+    service: Any  # FakeSignalService (running), answering ``service.script``'s policy
 
     def params(self) -> Any:
         from candlecast.config import load_params
@@ -66,14 +73,27 @@ class Project:
                             replay=ReplaySpec(last=len(self.replay)), feature_sink=False)
 
 
-def replay_project(tmp_path: Path, btc_30m: pd.DataFrame, service: Any) -> Project:
-    """The project folder; ``service`` must be a started ``FakeSignalService``."""
-    from trading_helpers import sma_actions
+def _slices(btc_30m: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    from trading_helpers import replay_slice
 
-    prime = priming_bars(FeatureConfig())
-    candles = btc_30m.iloc[START - prime:START + N].reset_index(drop=True)
-    replay = candles.iloc[prime:].reset_index(drop=True)
-    actions = sma_actions(btc_30m, START, N)
+    return replay_slice(btc_30m, START, N, FeatureConfig())
+
+
+def console_script(btc_30m: pd.DataFrame) -> Any:
+    """The :class:`PolicyScript` the project's signal service answers with (the SAME policy
+    and forecasts the backtest comparison's ``PolicyDecider`` gets)."""
+    from trading_helpers import make_script
+
+    _full, replay, feats = _slices(btc_30m)
+    return make_script(replay, feats, btc_30m, START, **POLICY)
+
+
+def replay_project(tmp_path: Path, btc_30m: pd.DataFrame, service: Any) -> Project:
+    """The project folder; ``service`` must be a started ``FakeSignalService`` over
+    :func:`console_script` (several projects may share it: it keeps no per-trader state)."""
+    candles, replay, feats = _slices(btc_30m)
+    if set(service.script.index) != set(pd.DatetimeIndex(replay["timestamp"]).asi8.tolist()):
+        raise ValueError("the service does not answer for the replayed candles")
     root = tmp_path / "project"
     CandleStore(root / "data" / "validated").upsert(SERIES, candles)
     params = {
@@ -86,9 +106,7 @@ def replay_project(tmp_path: Path, btc_30m: pd.DataFrame, service: Any) -> Proje
     }
     params_path = root / "params.yaml"
     params_path.write_text(yaml.safe_dump(params))
-    ts = pd.DatetimeIndex(replay["timestamp"]).asi8
-    service.actions.update(dict(zip(ts.tolist(), actions.tolist(), strict=True)))
-    return Project(root, params_path, candles, replay, actions, service)
+    return Project(root, params_path, candles, replay, feats, service)
 
 
 def write_registry(root: Path) -> dict[str, str]:
@@ -141,18 +159,20 @@ def write_ops_outputs(root: Path) -> None:
 
 
 def write_backtest_curve(project: Project) -> pd.DataFrame:
-    """reports/backtest/<series>/equity.csv as the backtest stage writes it, from
-    ``run_event_driven`` on the replayed candles with the service's actions."""
-    from candlecast.backtest import BacktestConfig, CostConfig, run_event_driven
-    from candlecast.risk import RiskConfig
+    """reports/backtest/<series>/equity.csv as the backtest stage writes it (the primary
+    strategy ``policy`` first), from ``run_targets`` on the replayed candles with the service's
+    policy, under the project's own risk, cost and backtest settings (the trader's)."""
+    from trading_helpers import backtest_script
 
-    feats = compute_features(project.candles, FeatureConfig()).iloc[
-        len(project.candles) - len(project.replay):].reset_index(drop=True)
-    result = run_event_driven(project.replay, project.actions, RiskConfig(), CostConfig(),
-                              BacktestConfig(), atr=feats["atr"].to_numpy(), name="ensemble")
+    params = project.params()
+    result = backtest_script(project.replay, project.features, project.service.script,
+                             risk=params.risk, costs=params.costs, backtest=params.backtest.run)
+    assert len(result.fills) > 4  # a comparison of a curve that moves
+    close = project.replay["close"].to_numpy(dtype=float)
     table = pd.DataFrame({"step": np.arange(len(result.equity)),
                           "timestamp": result.timestamps.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                          "ensemble": result.equity})
+                          "policy": result.equity,
+                          "buy_and_hold": result.equity[0] * close / close[0]})
     folder = project.root / "reports" / "backtest" / "bitfinex_BTC-USD_30m"
     folder.mkdir(parents=True)
     table.to_csv(folder / "equity.csv", index=False)

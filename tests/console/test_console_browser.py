@@ -3,10 +3,15 @@
 dashboard``'s app over the state of a real paper replay (the CLI's ``build_trader``, real BTC
 candles, the signal service's HTTP contract), a real MLflow registry and drift verdict files.
 
+The signal service answers a real policy's TARGET position for the position and bars held the
+trader reports (the target contract); the backtest curve beside it comes from ``run_targets``
+with the same policy on the same forecasts.
+
 It checks what a person would: the equity plot holds the replay's points, the positions table
-says what ``candlecast trade status`` says, the page refreshes itself, the pause button refuses
-without the token (and the refusal is in the audit log on the page) and with it pauses the
-trader -- the next candles open nothing, where the same candles unpaused open a position.
+says what ``candlecast trade status`` says (position, and the policy's target and reason per
+series), the page refreshes itself, the pause button refuses without the token (and the refusal
+is in the audit log on the page) and with it pauses the trader -- the next candles decide and
+open nothing, where the same candles unpaused open a position.
 """
 
 from __future__ import annotations
@@ -19,8 +24,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from console_helpers import (
+    STEP_NS,
     TOKEN,
     ServerThread,
+    console_script,
     replay_project,
     write_backtest_curve,
     write_ops_outputs,
@@ -40,7 +47,6 @@ pytestmark = [
     pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs the Debian packages chromium "
                        "and chromium-driver (apt-get install chromium chromium-driver)"),
 ]
-STEP_NS = 30 * 60 * 10**9
 PAUSED_TICKS = 40
 
 
@@ -87,28 +93,37 @@ def number(text):
     return float(text.replace(",", ""))
 
 
-def entries_after(store, ts_ns):
+def decisions_after(store, ts_ns, *actions):
     decisions = store.frame("decisions")
-    return decisions[(decisions["ts"] > ts_ns) & (decisions["action"] == "enter")]
+    return decisions[(decisions["ts"] > ts_ns) & decisions["action"].isin(actions)]
+
+
+def entries_after(store, ts_ns):
+    return decisions_after(store, ts_ns, "enter")
 
 
 def test_dashboard_in_chromium(tmp_path, btc_30m, browser):
-    with FakeSignalService({}, STEP_NS) as service:
+    with FakeSignalService(console_script(btc_30m), STEP_NS) as service:
         project = replay_project(tmp_path / "a", btc_30m, service)
         write_registry(project.root)
         write_ops_outputs(project.root)
         write_backtest_curve(project)
         trader = project.trader()
         book = trader.books["BTC/USD"]
-        while not (len(trader.store.frame("ticks")) >= 30 and book.pos != 0.0):
+        while not (len(trader.store.frame("ticks")) >= 30 and book.pos != 0.0
+                   and book.target_position != 0.0):
             assert trader.run(max_ticks=1).status == "max_ticks"
         ticks = trader.store.frame("ticks")
         paused_at = int(ticks["ts"].iloc[-1])
 
         status = CliRunner().invoke(trade_app, ["status", "--root", str(project.root)])
         assert status.exit_code == 0, status.output
-        positions = json.loads(status.output)["positions"]
+        report = json.loads(status.output)
+        positions, targets = report["positions"], report["targets"]
         assert positions["BTC/USD"] == book.pos != 0.0
+        assert targets["BTC/USD"]["target_position"] == book.target_position != 0.0
+        assert targets["BTC/USD"]["policy_reason"] == book.policy_reason != ""
+        last_bar = trader.store.frame("bars").iloc[-1]
 
         console = build_console(project.params(), project.root,
                                 control_token_from_env({"CANDLECAST_CONTROL_TOKEN": TOKEN}))
@@ -136,6 +151,20 @@ def test_dashboard_in_chromium(tmp_path, btc_30m, browser):
             risk = trader.risk_state.positions["BTC/USD"]
             assert number(rows[0]["entry"]) == pytest.approx(risk.entry_price, abs=0.006)
             assert number(rows[0]["stop"]) == pytest.approx(risk.stop, abs=0.006)
+            # ... and the policy's target (fraction of equity) and its reason
+            assert number(rows[0]["target_position"]) == pytest.approx(
+                targets["BTC/USD"]["target_position"], abs=5e-5)
+            assert rows[0]["policy_reason"] == targets["BTC/USD"]["policy_reason"]
+
+            # the signals table: the last candle's answer, its target and policy reason
+            (signal,) = cells(browser, "signals-table")
+            assert signal["status"] == "ok" == last_bar["signal_status"]
+            assert number(signal["target_position"]) == pytest.approx(
+                last_bar["target_position"], abs=5e-5)
+            assert signal["policy_reason"] == last_bar["policy_reason"] != ""
+            assert signal["fresh_policy_reason"] == last_bar["policy_reason"]
+            headers = browser.find_element("id", "signals-table").text
+            assert "target" in headers and "policy reason" in headers
 
             # registry, ops and the backtest comparison are on the page
             champion = browser.find_element("id", "champion-table").text
@@ -144,6 +173,7 @@ def test_dashboard_in_chromium(tmp_path, btc_30m, browser):
             assert len(cells(browser, "drift-table")) == 2
             note = browser.find_element("id", "comparison-note").text
             assert "difference 0.00%" in note  # paper == backtest on the same candles
+            assert "largest gap 0.00%" in note  # ... at every candle so far
 
             # no token, then a wrong one: refused, nothing written, both in the audit log
             browser.find_element("id", "btn-pause").click()
@@ -169,13 +199,18 @@ def test_dashboard_in_chromium(tmp_path, btc_30m, browser):
             assert (project.root / "data" / "trading" / "PAUSE").exists()
 
             # the trader's next candles open nothing; the page follows without a reload
+            asked = len(service.requests)
             assert trader.run(max_ticks=PAUSED_TICKS).status == "max_ticks"
+            assert len(service.requests) == asked  # the service was not asked while paused
             bars = trader.store.frame("bars")
-            assert (bars[bars["ts"] > paused_at]["signal_status"] == "paused").all()
-            assert entries_after(trader.store, paused_at).empty
+            paused_bars = bars[bars["ts"] > paused_at]
+            assert len(paused_bars) == PAUSED_TICKS
+            assert (paused_bars["signal_status"] == "paused").all()
+            assert paused_bars["target_position"].isna().all()  # no target journalled
+            assert decisions_after(trader.store, paused_at, "enter", "target").empty
             orders = trader.store.frame("orders")
-            assert not (orders[orders["created_ts"] > paused_at]["reason"]
-                        == "signal_entry").any()
+            assert not orders[orders["created_ts"] > paused_at]["reason"].str.startswith(
+                "target").any()  # only the risk engine's exits may trade while paused
             badge = browser.find_element("id", "badge")
             wait(lambda: badge.text == "paused", what="the paused badge")
             wait(lambda: len(browser.execute_script(
@@ -192,6 +227,7 @@ def test_dashboard_in_chromium(tmp_path, btc_30m, browser):
         unpaused = control.trader()
         unpaused.run(max_ticks=len(ticks) + PAUSED_TICKS)
         assert not entries_after(unpaused.store, paused_at).empty
+        assert not decisions_after(unpaused.store, paused_at, "target").empty
         unpaused.store.close()
 
     image = _pixels(shot)

@@ -1,5 +1,6 @@
 """The Telegram bot (python-telegram-bot, real long polling) against a fake Bot API server on
-127.0.0.1, over the state of a real paper replay: commands from the allowed chat work, from any
+127.0.0.1, over the state of a real paper replay (the signal service answers a real policy's
+target position for what the trader reports): commands from the allowed chat work, from any
 other chat nothing happens (no answer, no effect) and the refusal is audited; alerts arrive for
 a fill and a kill (from the trader's journal) and for an ops alert sent by the ops webhook
 notifier to the bot's intake; the bot token never reaches a log."""
@@ -12,7 +13,7 @@ import logging
 import threading
 
 import pytest
-from console_helpers import TOKEN, replay_project
+from console_helpers import STEP_NS, TOKEN, console_script, replay_project
 from fake_telegram import FakeBotApi
 from trading_helpers import FakeSignalService
 
@@ -27,7 +28,6 @@ from candlecast.monitoring.config import AlertConfig
 pytestmark = pytest.mark.slow
 ALLOWED, STRANGER = 111, 222
 BOT_TOKEN = "123456:TEST-bot-token-never-logged"  # noqa: S105 - a test value
-STEP_NS = 30 * 60 * 10**9
 
 
 class RunningBot:
@@ -67,10 +67,14 @@ class RunningBot:
 
 def test_chat_commands_alerts_and_refusals(tmp_path, btc_30m, caplog):
     caplog.set_level(logging.DEBUG)
-    with FakeSignalService({}, STEP_NS) as service, FakeBotApi() as api:
+    with FakeSignalService(console_script(btc_30m), STEP_NS) as service, FakeBotApi() as api:
         project = replay_project(tmp_path, btc_30m, service)
         trader = project.trader()
-        trader.run(max_ticks=5)  # a state to talk about, before the bot starts
+        book = trader.books["BTC/USD"]
+        # a state to talk about, before the bot starts: at least 5 candles, a fill, a position
+        while not (trader.store.count("ticks") >= 5 and trader.store.last_seq("fills") >= 1
+                   and book.pos != 0.0):
+            assert trader.run(max_ticks=1).status == "max_ticks"
         params = project.params()
         token = control_token_from_env({"CANDLECAST_CONTROL_TOKEN": TOKEN})
         console = build_console(params, project.root, token)
@@ -98,6 +102,11 @@ def test_chat_commands_alerts_and_refusals(tmp_path, btc_30m, caplog):
             api.say(ALLOWED, "/positions")  # answered after the stranger's two updates
             api.wait_for(lambda sent: len(replies(ALLOWED)) >= 3)
             assert replies(STRANGER) == []
+            held = replies(ALLOWED)[2]  # the open position and the policy's target for it
+            assert held.startswith(f"BTC/USD {'long' if book.pos > 0 else 'short'} "
+                                   f"{book.pos:.8g} @ ")
+            assert (f"policy target {book.target_position:+.4f} ({book.policy_reason})"
+                    in held)
             pause_file = project.root / "data" / "trading" / "PAUSE"
             assert not pause_file.exists()
             audit = [json.loads(x) for x in console.controls.audit.path.read_text().split("\n")
@@ -117,7 +126,7 @@ def test_chat_commands_alerts_and_refusals(tmp_path, btc_30m, caplog):
             before = trader.store.last_seq("fills")
             assert before >= 1  # fills journalled before the bot started are not re-sent
             while trader.store.last_seq("fills") == before:
-                trader.run(max_ticks=1)
+                assert trader.run(max_ticks=1).status == "max_ticks"
             new_fills = trader.store.frame("fills").iloc[before:]
             api.wait_for(lambda sent: sum("trade_fill" in t for t in replies(ALLOWED))
                          >= len(new_fills))

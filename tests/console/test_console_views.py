@@ -49,7 +49,13 @@ def test_positions_unrealized_pnl_by_hand():
     assert btc["unrealized_pnl"] == pytest.approx(500.0)  # short 0.5 from 10,000 to 9,000
     assert btc["unrealized_pct"] == pytest.approx(0.1)
     assert btc["stop"] == 10_400.0
-    assert eth == {**eth, "side": "flat", "qty": 0.0, "entry": None, "unrealized_pnl": None}
+    assert eth == {**eth, "side": "flat", "qty": 0.0, "entry": None, "unrealized_pnl": None,
+                   "target_position": None, "policy_reason": None}
+    books["BTC/USD"] |= {"target_position": -0.45, "policy_reason": "hold", "pending": True,
+                         "order_style": "limit"}
+    (btc, _eth) = views.positions(["BTC/USD", "ETH/USD"], books, risk)
+    assert btc["target_position"] == -0.45 and btc["policy_reason"] == "hold"
+    assert btc["working_order"] and btc["order_style"] == "limit"
 
 
 def test_profit_splits_realized_and_unrealized():
@@ -115,6 +121,14 @@ def test_signal_rows_feature_time_is_the_fresh_candles_close():
     assert row["status"] == "unavailable" and row["action"] is None
     assert row["fresh_action"] == "long" and row["fresh_model_version"] == "7"
     assert row["feature_timestamp"] == "2019-08-01T00:30:00+00:00"
+    assert row["target_position"] is None and row["fresh_target_position"] is None  # old file
+    # the target contract: the policy's target (fraction of equity) and reason per candle
+    latest["BTC/USD"] |= {"target_position": math.nan, "policy_reason": ""}
+    fresh["BTC/USD"] |= {"target_position": -0.35, "policy_reason": "enter_short"}
+    (row,) = views.signal_rows(["BTC/USD"], latest, fresh, STEP)
+    assert row["target_position"] is None and row["policy_reason"] is None
+    assert row["fresh_target_position"] == -0.35
+    assert row["fresh_policy_reason"] == "enter_short"
 
 
 def test_decision_counts_cover_every_decision():
@@ -148,6 +162,8 @@ def test_chat_texts():
     assert "no fresh signal for 2 candle(s)" in status and "candlecast-ensemble v2" in status
     assert positions_text(trader) == ("BTC/USD long 0.25 @ 8,000.00, stop 7,800.00, last "
                                       "8,100.00, unrealized 25.00 (+1.25%)")
+    trader["positions"][0] |= {"target_position": 0.2025, "policy_reason": "hold"}
+    assert positions_text(trader).endswith("(+1.25%); policy target +0.2025 (hold)")
     assert profit_text(trader).startswith("PnL 500.00 (+5.00%)")
     assert alert_text({"event": "trade_fill", "message": "m"}) == "💱 trade_fill: m"
     assert len(alert_text({"event": "x", "message": "y" * 10_000})) <= 4000

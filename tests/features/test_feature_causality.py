@@ -9,6 +9,7 @@ from feature_helpers import run_engine
 
 from candlecast.features import (
     FeatureConfig,
+    LabelConfig,
     compute_features,
     feature_names,
     first_valid_age,
@@ -59,7 +60,12 @@ def test_labels_do_see_the_future(btc_30m):
     base = make_labels(btc_30m.iloc[:2000])
     changed = make_labels(perturb_future(btc_30m.iloc[:2000], 1000, seed=1))
     assert not np.allclose(base["fwd_logret_1"].iloc[999], changed["fwd_logret_1"].iloc[999])
-    pd.testing.assert_frame_equal(base.iloc[:995], changed.iloc[:995])
+    # a label looks at most the longest horizon ahead: rows before that are untouched
+    longest = max(LabelConfig().horizons)
+    assert longest == 48
+    pd.testing.assert_frame_equal(base.iloc[:1000 - longest], changed.iloc[:1000 - longest])
+    assert not np.allclose(base[f"fwd_logret_{longest}"].iloc[1000 - longest],
+                           changed[f"fwd_logret_{longest}"].iloc[1000 - longest])
 
 
 def test_each_run_is_computed_as_if_alone(btc_30m, btc_batch):

@@ -49,15 +49,18 @@ def test_refresh_drift_retrain_report_under_prefect(tmp_path, repo_root, monkeyp
 
     from candlecast.ops.replay import replay_init
 
+    # 300-bar test windows: three folds fit before the replay cut (and in the challenger's
+    # shorter training set), so the policy is tuned on one fold and scored on the next
     project = make_mini_project(repo_root, tmp_path / "mini", overrides={
-        "models": {"run": ["baselines"]}, "ops": OPS})
+        "models": {"run": ["baselines"]}, "ops": OPS, "walk_forward": {"test_size": 300}})
     paths = Paths(project)
     params = load_params(paths.params)
-    # the champion: trained on the sample up to the replay cut (what `dvc repro` does with the
-    # held-back tail), through the pipeline's own stage functions
+    # the champion (model + its policy): trained on the sample up to the replay cut (what
+    # `dvc repro` does with the held-back tail), through the pipeline's own stage functions
     init = replay_init(params, paths, params.ops.replay)
     for stage, arg in [("validate", None), ("features", None), ("feature-store", None),
-                       ("regime", None), ("train-model", "baselines"), ("ensemble", None)]:
+                       ("regime", None), ("train-model", "baselines"), ("ensemble", None),
+                       ("policy", None), ("backtest", None), ("register", None)]:
         run_stage(stage, params, paths, arg)
     client = MlflowClient(f"sqlite:///{project / 'mlruns.db'}")
     champion = client.get_model_version_by_alias("candlecast-ensemble", "champion")

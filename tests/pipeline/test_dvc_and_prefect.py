@@ -85,18 +85,35 @@ def _repro_then_param_change(project: Path) -> None:
 
     again = _run([str(BIN / "candlecast"), "repro"], project)
     assert "Running stage" not in again.stdout
+    _trading_leaves_the_pipeline_outputs_alone(project)
 
     params = yaml.safe_load((project / "params.yaml").read_text())
-    params["backtest"]["band"] = 0.05
+    params["backtest"]["rules"]["sma_fast"] = 24  # a rule baseline: only the backtest reruns
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     partial = _run([str(BIN / "candlecast"), "repro"], project)
     assert "Running stage 'backtest'" in partial.stdout
     for stage in ("ingest", "validate", "features", "feature-store", "train", "evaluate",
                   "regime", "train-model@baselines", "train-model@lightgbm", "ensemble",
-                  "compare", "package"):
+                  "compare", "policy"):
         assert f"Running stage '{stage}'" not in partial.stdout
     plots = _run([str(BIN / "dvc"), "plots", "show", "--json"], project)
     assert "calibration.csv" in plots.stdout
+
+
+def _trading_leaves_the_pipeline_outputs_alone(project: Path) -> None:
+    """A paper replay writes every candle's features into the Feast online store -- live state,
+    outside the feature-store stage's DVC outputs -- so the stage stays up to date."""
+    online = project / "data" / "online" / "online_store.db"
+    before = online.stat().st_mtime_ns
+    assert _run([str(BIN / "dvc"), "status", "feature-store"], project).stdout.strip() == (
+        "Data and pipelines are up to date.")
+    from candlecast.pipeline.prefect_server import free_port
+
+    _run([str(BIN / "candlecast"), "trade", "run", "--replay", "--replay-last", "3",
+          "--service-url", f"http://127.0.0.1:{free_port()}"], project)  # no service: no orders
+    assert online.stat().st_mtime_ns > before  # the trader wrote its features
+    status = _run([str(BIN / "dvc"), "status", "feature-store", "train"], project).stdout
+    assert status.strip() == "Data and pipelines are up to date.", status
 
 
 @pytest.mark.parametrize(

@@ -32,15 +32,23 @@ def test_the_repository_params_are_valid_including_deferred_sections():
     params = load_params(REPO / "params.yaml")
     check_deferred(params)
     assert params.models.run == ("baselines", "lightgbm", "chronos", "transformer")
-    assert params.walk_forward_config().horizon == params.label_horizon == 1
-    assert params.deferred("ensemble.stacking").horizon == 1
+    assert params.label_horizon == 1 and params.models.horizons == (1, 4, 16)
+    assert params.walk_forward_config().horizon == params.zoo_horizon == 16  # purge: longest
+    assert params.deferred("ensemble.stacking").horizon == 1  # each horizon's stack sets its own
+    assert params.models.horizons_of("chronos") == (1,)
+    assert set(params.policy.search.horizons) <= set(params.models.horizons)
 
 
 @pytest.mark.parametrize(
     ("change", "message"),
     [
         ({"models__run": ["baselines", "xgboost"]}, "unknown model 'xgboost'"),
-        ({"models__chronos__horizon": 4}, "models.chronos.horizon (4) must equal"),
+        ({"models__horizons": [1, 4, 32]}, "models.horizons [32] are not in labels.horizons"),
+        ({"models__horizons": [4, 16], "models__model_horizons": {}},
+         "must include the horizon of train.label"),
+        ({"models__model_horizons": {"chronos": [4, 48]}}, "must be a non-empty subset"),
+        ({"policy__search__horizons": [48]}, "policy horizons [48] are not trained"),
+        ({"policy__default__exit_margin": 2.0}, "exit_margin (2.0) must be below"),
         ({"walk_forward__step": 10}, "step (10) must be >= test_size"),
         ({"walk_forward__test_size": 0}, "walk_forward.test_size"),
         ({"walk_forward__max_folds": 1}, "max_folds (1) must be at least"),

@@ -272,7 +272,7 @@ def _the_backtest_trades_the_policy_beside_the_baselines(paths, params, first):
     if summary["book"]["policy"]["trade_count"]:
         assert summary["book"]["policy"]["costs_paid"]["total"] > 0
     files = {f.stem for f in (paths.root / "metrics/backtest").glob("*.json")}
-    assert files == strategies | {"overfitting", "folds"}
+    assert files == strategies | {"overfitting", "policy_fold2"}
     headline = json.loads((paths.root / "metrics/backtest/policy.json").read_text())
     assert set(headline) == {"total_return", "sharpe", "calmar", "max_drawdown", "trade_count",
                              "exposure", "annual_turnover", "costs_paid"}

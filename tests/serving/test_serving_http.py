@@ -16,20 +16,12 @@ pytestmark = pytest.mark.slow
 BTC = {"exchange": "bitfinex", "symbol": "BTC/USD", "timeframe": "30m"}
 RESPONSE_KEYS = {"status", "prob_up", "quantiles", "confidence", "disagreement", "action",
                  "size_fraction", "stop_price", "take_profit", "model_version",
-                 "feature_timestamp"}
+                 "feature_timestamp", "target_position", "policy", "execution", "forecasts",
+                 "volatility"}
 
 
 def _iso(ts: pd.Timestamp) -> str:
     return ts.isoformat().replace("+00:00", "Z")
-
-
-def _expected_levels(action: str, close: float, atr: float) -> tuple[float, float | None]:
-    """Default RiskConfig by hand: ATR stop at 2 x ATR, risk 1 % of equity, notional capped
-    at 1 x equity; no take-profit configured."""
-    if action == "flat":
-        return 0.0, None
-    side = 1 if action == "long" else -1
-    return min(0.01 * close / (2 * atr), 1.0), close - side * 2 * atr
 
 
 def test_health_and_readiness(client):
@@ -58,7 +50,6 @@ def test_metadata_reports_model_lineage_and_fallback(client, serving_env):
 def test_signal_on_fresh_features_matches_the_model(client, serving_env):
     body = client.post("/signal", json=BTC).json()
     assert set(body) == RESPONSE_KEYS
-    last = serving_env.fresh_features.iloc[-1]
     expected = float(serving_env.model.predict_proba(
         serving_env.fresh_features[serving_env.names].iloc[[-1]])[0, 1])
     assert body["status"] == "ok"
@@ -66,14 +57,19 @@ def test_signal_on_fresh_features_matches_the_model(client, serving_env):
     assert body["confidence"] == pytest.approx(abs(expected - 0.5) * 2, abs=1e-12)
     close_time = serving_env.fresh_candles["timestamp"].iloc[-1] + pd.Timedelta(minutes=30)
     assert body["feature_timestamp"] == _iso(close_time)
-    action = "long" if expected > 0.52 else "short" if expected < 0.48 else "flat"
-    assert body["action"] == action
-    size, stop = _expected_levels(action, serving_env.fresh_candles["close"].iloc[-1],
-                                  last["atr"])
-    assert body["size_fraction"] == pytest.approx(size, rel=1e-9)
-    assert body["stop_price"] == (None if stop is None else pytest.approx(stop, rel=1e-9))
+    # the hold-out LightGBM fallback carries no policy: it is served flat, and says so
+    assert body["target_position"] == 0.0 and body["action"] == "flat"
+    assert body["policy"]["reason"] == "no_policy" and body["execution"] is None
+    assert body["size_fraction"] == 0.0 and body["stop_price"] is None
     assert body["take_profit"] is None
     assert body["model_version"] == "candlecast-lightgbm/1"
+    # the caller's position is part of the contract (validated like every field)
+    held = client.post("/signal", json={**BTC, "position": 0.5, "bars_held": 3})
+    assert held.status_code == 200 and held.json()["target_position"] == 0.0
+    for bad in ({"position": 1.5}, {"position": "0.5"}, {"bars_held": -1}):
+        refused = client.post("/signal", json={**BTC, **bad})
+        assert refused.status_code == 422, bad
+        assert refused.json()["field"] in ("position", "bars_held")
 
 
 def test_signal_refuses_stale_features(client, eth_30m):

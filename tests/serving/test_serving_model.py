@@ -173,7 +173,7 @@ def _small_zoo_pyfunc(folder):  # noqa: ANN001, ANN202
     from candlecast.data.sample import load_sample
     from candlecast.features import feature_names
     from candlecast.models.baselines import MomentumModel, PersistenceModel
-    from candlecast.models.ensemble import Ensemble, regime_inputs
+    from candlecast.models.ensemble import Ensemble, HorizonEnsemble, regime_inputs
     from candlecast.models.ensemble_pyfunc import EnsemblePyfunc
     from candlecast.models.lightgbm_model import LightGBMDirectionModel, LightGBMModelConfig
     from candlecast.models.regime import GarchVolatility, GaussianRegimes, RegimeConfig
@@ -205,7 +205,10 @@ def _small_zoo_pyfunc(folder):  # noqa: ANN001, ANN202
                 "feature_columns": names, "vol_window": 48, "trend_window": 48,
                 "n_regimes": 3, "fill": {"garch_vol": 0.007, "chronos_spread": 0.0},
                 "torch_threads": 0, "label": "label_up_1", "series": sorted(regimes)}
-    ensemble = Ensemble(base, stacker, regimes, manifest)
+    member = HorizonEnsemble(base, stacker, regimes, manifest)
+    ensemble = Ensemble({1: member}, {"horizons": [1], "primary_horizon": 1,
+                                      "return_scale": {"1": 0.2}, "vol_fill": 0.007,
+                                      "policy": None, "costs": None})
     ensemble.save(folder / "serving")
     example = naive_utc(data[data.series_id == data.series_id.iloc[0]].tail(64)[
         ensemble.input_columns].reset_index(drop=True), "event_timestamp")
@@ -236,7 +239,7 @@ def test_ensemble_is_called_directly_with_the_pyfunc_answer(tmp_path):
             ns = pd.DatetimeIndex(rows["event_timestamp"]).as_unit("ns").asi8
             assert model.predict_window(str(rows["series_id"].iloc[-1]), ns, rows[list(
                 model.feature_columns)].to_numpy(dtype="float64")) == direct
-            old = parse_output(ensemble._predict_frame(
+            old = parse_output(ensemble.primary._predict_frame(
                 naive_utc(rows.tail(64).reset_index(drop=True), "event_timestamp"), "last"))
             assert direct.prob_up == old.prob_up and direct.confidence == old.confidence
             assert math.isclose(direct.disagreement, old.disagreement, rel_tol=1e-12)

@@ -57,9 +57,14 @@ def positions_text(trader: Mapping[str, Any]) -> str:
         return "no open positions"
     lines = []
     for p in rows:
-        lines.append(f"{p['symbol']} {p['side']} {p['qty']:.8g} @ {_money(p['entry'])}, stop "
-                     f"{_money(p['stop'])}, last {_money(p['last_close'])}, unrealized "
-                     f"{_money(p['unrealized_pnl'])} ({_pct(p['unrealized_pct'])})")
+        line = (f"{p['symbol']} {p['side']} {p['qty']:.8g} @ {_money(p['entry'])}, stop "
+                f"{_money(p['stop'])}, last {_money(p['last_close'])}, unrealized "
+                f"{_money(p['unrealized_pnl'])} ({_pct(p['unrealized_pct'])})")
+        if p.get("target_position") is not None:  # the policy's target, fraction of equity
+            line += f"; policy target {p['target_position']:+.4f}"
+            if p.get("policy_reason"):
+                line += f" ({p['policy_reason']})"
+        lines.append(line)
     return _fit("\n".join(lines))
 
 
@@ -83,7 +88,7 @@ def alert_text(payload: Mapping[str, Any]) -> str:
 
 COMMAND_HELP = {
     "status": "state, equity, drawdown, last candle",
-    "positions": "open positions: entry, stop, unrealized PnL",
+    "positions": "open positions: entry, stop, unrealized PnL, policy target",
     "profit": "PnL since the first candle",
     "pause": "ignore signals (stops stay enforced)",
     "resume": "trade again after a pause",

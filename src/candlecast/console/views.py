@@ -85,8 +85,10 @@ def summary_numbers(ticks: pd.DataFrame) -> dict[str, Any]:
 # ---------------------------------------------------------------- positions and profit
 def positions(symbols: Sequence[str], books: Mapping[str, Mapping[str, Any] | None],
               risk_state: Mapping[str, Any] | None) -> list[dict[str, Any]]:
-    """One row per traded symbol (flat ones too): position, entry, stop, target, last close,
-    unrealized PnL = position x (last close - entry) before exit costs."""
+    """One row per traded symbol (flat ones too): position, entry, stop, take-profit
+    (``target``, a price), last close, unrealized PnL = position x (last close - entry) before
+    exit costs, and the policy's last fresh ``target_position`` (fraction of equity) and its
+    ``policy_reason``, as ``candlecast trade status`` reports them."""
     risk_positions = (risk_state or {}).get("positions") or {}
     rows = []
     for symbol in symbols:
@@ -104,6 +106,9 @@ def positions(symbols: Sequence[str], books: Mapping[str, Mapping[str, Any] | No
             "unrealized_pnl": pnl,
             "unrealized_pct": pnl / abs(qty * entry) if pnl is not None and entry else None,
             "working_order": bool(book.get("pending")), "order_reason": book.get("reason") or "",
+            "order_style": book.get("order_style") if book.get("pending") else None,
+            "target_position": book.get("target_position"),
+            "policy_reason": book.get("policy_reason") or None,
         }))
     return rows
 
@@ -140,8 +145,8 @@ def order_rows(orders: pd.DataFrame) -> list[dict[str, Any]]:
         return []
     out = orders.assign(created=[iso(int(t)) for t in orders["created_ts"]],
                         side=[SIDES.get(int(s), str(s)) for s in orders["side"]])
-    return records(out, ["created", "symbol", "side", "intent", "reason", "status", "target",
-                         "notional", "amount", "filled", "client_id"])
+    return records(out, ["created", "symbol", "side", "intent", "reason", "status", "style",
+                         "limit_price", "target", "notional", "amount", "filled", "client_id"])
 
 
 def decision_rows(decisions: pd.DataFrame) -> list[dict[str, Any]]:
@@ -171,9 +176,17 @@ def event_rows(events: pd.DataFrame) -> list[dict[str, Any]]:
 def signal_rows(symbols: Sequence[str], latest: Mapping[str, Mapping[str, Any] | None],
                 latest_fresh: Mapping[str, Mapping[str, Any] | None], step_ns: int
                 ) -> list[dict[str, Any]]:
-    """Per series: the newest candle's signal (status, action, model version) and the last
-    FRESH one. A signal counts as fresh only when its feature timestamp is the candle's close
-    (within ``trade.max_signal_lag_s``), so that close is the feature timestamp shown."""
+    """Per series: the newest candle's signal (status, action, the policy's target position
+    -- a fraction of equity -- and its reason, model version) and the last FRESH one. A signal
+    counts as fresh only when its feature timestamp is the candle's close (within
+    ``trade.max_signal_lag_s``), so that close is the feature timestamp shown. Journals older
+    than the target contract have no target (None)."""
+    def target(row: Mapping[str, Any] | None) -> Any:
+        return row.get("target_position") if row else None
+
+    def reason(row: Mapping[str, Any] | None) -> Any:
+        return (row.get("policy_reason") or None) if row else None
+
     rows = []
     for symbol in symbols:
         bar, fresh = latest.get(symbol), latest_fresh.get(symbol)
@@ -182,8 +195,10 @@ def signal_rows(symbols: Sequence[str], latest: Mapping[str, Mapping[str, Any] |
             "candle": iso(int(bar["ts"])) if bar else None,
             "status": bar["signal_status"] if bar else None,
             "action": (bar["signal_action"] or None) if bar else None,
+            "target_position": target(bar), "policy_reason": reason(bar),
             "model_version": (bar["model_version"] or None) if bar else None,
             "fresh_action": fresh["signal_action"] if fresh else None,
+            "fresh_target_position": target(fresh), "fresh_policy_reason": reason(fresh),
             "fresh_model_version": fresh["model_version"] if fresh else None,
             "feature_timestamp": iso(int(fresh["ts"]) + step_ns) if fresh else None,
         }))

@@ -38,18 +38,20 @@ def to_feast_table(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def feast_apply(repo_path: Path) -> None:
+def feast_apply(repo_path: Path, config_file: str = "feature_store.yaml") -> None:
     """``feast apply`` on the repository, as a user would run it; raises with Feast's message."""
     feast_cli = Path(sys.executable).with_name("feast")
-    cmd = [str(feast_cli), "--chdir", str(repo_path), "apply"]
+    cmd = [str(feast_cli), "--chdir", str(repo_path),
+           "--feature-store-yaml", str((repo_path / config_file).resolve()), "apply"]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
         raise RuntimeError("feast apply failed: " + " | ".join(tail))
 
 
-def open_store(repo_path: Path) -> FeatureStore:
-    return FeatureStore(repo_path=str(repo_path))
+def open_store(repo_path: Path, config_file: str = "feature_store.yaml") -> FeatureStore:
+    """The repository's store through ``config_file`` (its online store: SQLite or Redis)."""
+    return FeatureStore(repo_path=str(repo_path), fs_yaml_file=repo_path / config_file)
 
 
 def materialize_all(store: FeatureStore, start: pd.Timestamp, end: pd.Timestamp,

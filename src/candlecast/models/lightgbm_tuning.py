@@ -43,6 +43,16 @@ class TuningConfig(BaseModel):
     pruning: bool = True
     #: boosting iterations before a trial may be pruned.
     pruner_warmup_steps: int = Field(default=30, ge=0)
+    #: the study's RDB storage URL (e.g. ``postgresql+psycopg://user@host:5432/optuna``, shared
+    #: by every worker); None: a SQLite file in the model's output folder
+    storage: str | None = None
+    #: study names are ``<study_prefix>-h<horizon>-fold<k>``: one namespace per project on a
+    #: shared storage
+    study_prefix: str = Field(default="lightgbm", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    #: trials of one study run at once in this many threads, all reading and writing the one
+    #: study in its storage (1: sequential and deterministic; more: faster, but TPE then sees
+    #: trials in completion order, so the study depends on timing)
+    n_jobs: int = Field(default=1, ge=1, le=64)
     #: report the validation loss to Optuna every N iterations (each report is a DB write).
     report_every: int = Field(default=10, ge=1)
     #: trials train on at most this many of the latest inner-training rows (None: all).
@@ -108,9 +118,24 @@ class TuningResult:
         return int((self.trials["state"] == "PRUNED").sum())
 
 
-def _fresh_study(storage: str | None, study_name: str, sampler: Any, pruner: Any) -> Any:
+def rdb_storage(url: str) -> Any:
+    """Optuna's RDB storage at ``url``; SQLite waits up to a minute for a lock (several task
+    runner workers may write their folds' studies into one file) instead of failing at once."""
+    import optuna
+    from sqlalchemy.exc import IntegrityError
+
+    engine: dict[str, Any] = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {
+        "pool_pre_ping": True}
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine)
+    except IntegrityError:  # another worker created the schema at the same moment: it exists
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine)
+
+
+def _fresh_study(url: str | None, study_name: str, sampler: Any, pruner: Any) -> Any:
     import optuna
 
+    storage = rdb_storage(url) if url is not None else None
     if storage is not None:
         with contextlib.suppress(KeyError):  # no such study yet
             optuna.delete_study(study_name=study_name, storage=storage)
@@ -173,7 +198,9 @@ def tune_lightgbm(
         trial.set_user_attr("fit_seconds", time.perf_counter() - started)
         return float(model.val_log_loss_)  # type: ignore[arg-type]
 
-    study.optimize(objective, n_trials=config.n_trials, timeout=config.timeout_s)
+    study.optimize(
+        objective, n_trials=config.n_trials, timeout=config.timeout_s, n_jobs=config.n_jobs
+    )
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
         raise ValueError(f"Optuna study {study_name!r}: no trial completed (all pruned or failed)")

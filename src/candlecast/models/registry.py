@@ -73,11 +73,12 @@ def _lightgbm(section: LightGBMZooConfig, ctx: BuildContext) -> list[DirectionMo
     from candlecast.models.lightgbm_tuning import TunedLightGBMModel
 
     ctx.workdir.mkdir(parents=True, exist_ok=True)
-    storage = f"sqlite:///{(ctx.workdir / 'optuna.db').resolve()}"
+    storage = section.tuning.storage or f"sqlite:///{(ctx.workdir / 'optuna.db').resolve()}"
     return [
         TunedLightGBMModel(
             section.model_only(ctx.horizon), section.tuning, name="lightgbm",
-            storage=storage, study_name=f"lightgbm-h{ctx.horizon}-fold{ctx.fold}",
+            storage=storage,
+            study_name=f"{section.tuning.study_prefix}-h{ctx.horizon}-fold{ctx.fold}",
         )
     ]
 

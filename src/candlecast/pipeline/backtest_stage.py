@@ -14,8 +14,9 @@ Sharpe ratios that deflates the policy's; the number of trials counts every sear
 the universe, the rule baselines and the LightGBM tuning trials.
 
 Outputs: ``metrics/backtest/<strategy>.json`` (the book's headline numbers, one small file per
-strategy, so ``dvc metrics show`` is a readable table), ``metrics/backtest/overfitting.json``,
-``metrics/backtest/folds.json`` (the policy per scored fold), ``plots/backtest/{equity,
+strategy, so ``dvc metrics show --md metrics/backtest`` is a readable table),
+``metrics/backtest/overfitting.json``, ``metrics/backtest/policy_fold<k>.json`` (the policy per
+scored fold), ``plots/backtest/{equity,
 drawdown}.csv`` (the book per strategy), ``reports/backtest/summary.json`` (everything, per
 series too, for ``candlecast report``) and ``reports/backtest/<series>/`` (HTML report, trades,
 decisions, per-series metrics); the PNGs and reports go to the ensemble's MLflow run.
@@ -272,11 +273,11 @@ def _write_outputs(paths: Paths, books: dict[str, dict[str, Any]], overfitting: 
     write_json(metrics / "overfitting.json", json_safe({
         "n_trials": overfitting["n_trials"], "universe": overfitting["universe"],
         "dsr": dsr.get("dsr"), "pbo": overfitting.get("pbo")}))
-    write_json(metrics / "folds.json", json_safe({
-        f"fold_{r['fold']}": {"policy": r["policy"], "return": r["policy.return"],
-                              "sharpe": r["policy.sharpe"],
-                              "buy_and_hold_return": r["buy_and_hold.return"]}
-        for r in folds}))
+    for r in folds:  # the policy per scored fold, under the strategy files' key names
+        write_json(metrics / f"policy_fold{r['fold']}.json", json_safe({
+            "total_return": r["policy.return"], "sharpe": r["policy.sharpe"],
+            "max_drawdown": r["policy.max_drawdown"],
+            "buy_and_hold_return": r["buy_and_hold.return"]}))
     book = book_curve(by_strategy[POLICY])
     pd.DataFrame({"timestamp": book.index, "equity": book.to_numpy()}).to_parquet(
         paths.root / "reports" / "backtest" / "policy_book.parquet", index=False)

@@ -47,9 +47,11 @@ def run_feature_store(params: Params, paths: Paths) -> dict[str, object]:
             "re-run the features stage"
         )
     paths.feast_data.mkdir(parents=True, exist_ok=True)
+    (paths.root / "data" / "online").mkdir(parents=True, exist_ok=True)  # SQLite online store
     log.info("feast apply (%s)", paths.feature_repo)
-    feast_apply(paths.feature_repo)
-    store = open_store(paths.feature_repo)
+    config_file = params.feature_store.repo_config
+    feast_apply(paths.feature_repo, config_file)
+    store = open_store(paths.feature_repo, config_file)
     start, end = features[EVENT_TIMESTAMP].min(), features[EVENT_TIMESTAMP].max()
     portfolio = params.cross_section.enabled
     views = (FEATURE_VIEW, COIN_VIEW, UNIVERSE_VIEW) if portfolio else (FEATURE_VIEW,)

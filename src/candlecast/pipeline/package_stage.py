@@ -25,6 +25,7 @@ def serving_config(params: Params, paths: Paths):
         tracking_uri=params.mlflow.tracking_uri,
         risk=params.risk,
         project_root=paths.root,
+        feature_store_config=params.feature_store.repo_config,
     )
 
 

@@ -3,8 +3,9 @@
 The workspace (``portfolio.workspace``, default ``portfolio/``) is a project root of its own:
 ``params.yaml`` there is the project's ``params.yaml`` with ``profiles/portfolio.yaml`` merged
 over it (written by :func:`prepare_workspace`, the lineage of every output), the Feast
-repository and Great Expectations context are copies of the project's, the bundled sample is
-linked, and MLflow is the project's store (so one UI shows both paths). The pipeline's own
+repository, the params profiles and the Great Expectations context are copies of the
+project's, the bundled sample is linked, and MLflow is the project's store (so one UI shows
+both paths). The pipeline's own
 stage functions then run there (:func:`candlecast.pipeline.runner.portfolio_plan`): the
 default pipeline's outputs and its DVC state are never touched.
 """
@@ -59,8 +60,12 @@ def prepare_workspace(root: Path, profile: Path | None = None) -> tuple[Params, 
         + yaml.safe_dump(raw, sort_keys=False))
     repo = ws / "feature_repo"
     repo.mkdir(exist_ok=True)
-    for name in ("feature_store.yaml", "definitions.py"):
-        shutil.copy(root / "feature_repo" / name, repo / name)
+    for source in (root / "feature_repo").glob("*"):
+        if source.suffix in (".yaml", ".py"):  # feature_store*.yaml and definitions.py
+            shutil.copy(source, repo / source.name)
+    # $CANDLECAST_PROFILE (the services switch) is a path relative to the params file: the
+    # workspace's params resolve it against the workspace, so it gets the profiles too
+    shutil.copytree(root / "profiles", ws / "profiles", dirs_exist_ok=True)
     shutil.copytree(root / "expectations", ws / "expectations", dirs_exist_ok=True,
                     ignore=shutil.ignore_patterns("uncommitted"))
     sample = ws / "data" / "sample"

@@ -62,12 +62,15 @@ def registered_dir(root: Path) -> Path:
 def score_window(book: pd.Series, bars_per_year: float, start: pd.Timestamp,
                  end: pd.Timestamp) -> tuple[float, float]:
     """Net Sharpe and Calmar of a book equity curve between two close times (inclusive), from
-    the equity just before ``start``."""
+    the equity just before ``start``; 0 and 0 for a book that stayed flat (it neither earned
+    nor risked anything)."""
     before = book[book.index < start]
     base = before.iloc[-1] if len(before) else book.iloc[0]
     part = book[(book.index >= start) & (book.index <= end)].to_numpy()
     equity = np.concatenate([[base], part])
     returns = np.diff(equity) / equity[:-1]
+    if len(returns) and not np.any(returns):  # a flat book: no return, no risk
+        return 0.0, 0.0
     return sharpe_ratio(returns, bars_per_year), calmar_ratio(equity, bars_per_year)
 
 

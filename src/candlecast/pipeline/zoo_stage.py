@@ -11,11 +11,14 @@ model under the pipeline's parent run, a nested run per fold and, for LightGBM, 
 from __future__ import annotations
 
 import logging
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import mlflow
 import pandas as pd
 
+from candlecast.compute import run_units
 from candlecast.config import Params
 from candlecast.data.store import write_parquet_atomic
 from candlecast.evaluation.splits import Fold
@@ -46,6 +49,20 @@ def model_section(params: Params, name: str) -> Any:
     return getattr(params.models, name)
 
 
+def build_fold_models(
+    model: str, section: Any, horizon: int, workdir: Path, root: Path, torch_threads: int,
+    fold: Fold,
+) -> list:
+    """The fresh direction models of ``model`` for one fold (in the process that fits them:
+    the torch thread count is set there, so a task-runner worker fits as this process would)."""
+    spec = registry.spec(model)
+    if spec.family in ("foundation", "neural"):
+        import torch
+
+        torch.set_num_threads(torch_threads)
+    return spec.build(section, registry.BuildContext(fold.index, horizon, workdir, root))
+
+
 def run_train_model(params: Params, paths: Paths, model: str | None = None) -> dict[str, object]:
     if model is None:
         raise ValueError(
@@ -59,10 +76,6 @@ def run_train_model(params: Params, paths: Paths, model: str | None = None) -> d
         )
     section = model_section(params, model)
     zoo = load_zoo_data(params, paths)
-    if spec.family in ("foundation", "neural"):
-        import torch
-
-        torch.set_num_threads(params.models.torch_threads)
     out = fresh_dir(ZooPaths(paths.root).model_dir(model))
     run = zoo_run(params, paths, zoo)
     outputs = list(spec.outputs(section))
@@ -79,8 +92,8 @@ def run_train_model(params: Params, paths: Paths, model: str | None = None) -> d
         data, folds, data_spec = zoo.horizon(horizon)
         context = spec.context_bars(section, horizon)
 
-        def build(fold: Fold, h: int = horizon) -> list:
-            return spec.build(section, registry.BuildContext(fold.index, h, out, paths.root))
+        build = partial(build_fold_models, model, section, horizon, out, paths.root,
+                        params.models.torch_threads)
 
         def progress(outcome: FoldOutcome, h: int = horizon) -> None:
             log.info(
@@ -92,6 +105,10 @@ def run_train_model(params: Params, paths: Paths, model: str | None = None) -> d
         result = run_walk_forward(
             build, data, folds, data_spec,
             history=zoo.history if context else None, context_bars=context, on_outcome=progress,
+            map_folds=partial(  # each fold a Prefect task on compute.runner (inline: a loop)
+                run_units, config=params.compute, name=f"fit-{model}-h{horizon}",
+                label=lambda fold: f"fold{fold.index}",
+            ),
         )
         for name, fitted in result.final_models.items():
             registry.save_model(fitted, out / "final" / f"h{horizon}" / name)

@@ -42,6 +42,8 @@ class ServingConfig(_Frozen):
     registry_uri: str | None = None
     #: the Feast repository; None: no feature store, only /predict answers
     feature_repo: str | None = "feature_repo"
+    #: the repository's config file (``feature_store.yaml``: SQLite; ``feature_store.redis.yaml``)
+    feature_store_config: str = "feature_store.yaml"
     feature_service: str = "direction_model_v1"
     feature_view: str = "candle_features"
     #: read the online store through the provider's ``online_read`` (one query) instead of
@@ -156,6 +158,7 @@ def compose_serving_config(
     tracking_uri: str,
     risk: RiskConfig,
     project_root: Path | str = ".",
+    feature_store_config: str = "feature_store.yaml",
 ) -> ServingConfig:
     """The service's config from the pipeline's params: the ``serving:`` section, with the
     values other sections own taken from them (one truth: the features the model was trained
@@ -166,4 +169,5 @@ def compose_serving_config(
         "tracking_uri": tracking_uri,
         "risk": risk,
         "project_root": str(project_root),
+        "feature_store_config": feature_store_config,
     })

@@ -47,12 +47,12 @@ class FeastReader:
     """Online reads of one feature service (and its view's offline source for priming)."""
 
     def __init__(self, repo_path: Path, feature_service: str, feature_view: str,
-                 direct: bool = True) -> None:
+                 direct: bool = True, config_file: str = "feature_store.yaml") -> None:
         from feast import FeatureStore
 
-        if not (repo_path / "feature_store.yaml").exists():
-            raise FileNotFoundError(f"no Feast repository (feature_store.yaml) in {repo_path}")
-        self.store = FeatureStore(repo_path=str(repo_path))
+        if not (repo_path / config_file).exists():
+            raise FileNotFoundError(f"no Feast repository ({config_file}) in {repo_path}")
+        self.store = FeatureStore(repo_path=str(repo_path), fs_yaml_file=repo_path / config_file)
         self.service = self.store.get_feature_service(feature_service)
         self.view = self.store.get_feature_view(feature_view)
         self.columns = tuple(f.name for f in self.view.features)

@@ -202,7 +202,8 @@ class SignalServer:
         cache = None
         if cfg.feature_repo is not None:
             reader = FeastReader(cfg.path(cfg.feature_repo), cfg.feature_service,
-                                 cfg.feature_view, direct=cfg.direct_online_reads)
+                                 cfg.feature_view, direct=cfg.direct_online_reads,
+                                 config_file=cfg.feature_store_config)
             if not self.known:
                 self.known = reader.offline_series()
             cache = self._window_for(model, reader)

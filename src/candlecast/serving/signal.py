@@ -136,9 +136,7 @@ def stale_response(model_version: str, feature_time: datetime | None) -> SignalR
     flat, nothing to size."""
     return SignalResponse(
         status="stale", prob_up=None, quantiles=None, confidence=None, disagreement=None,
-        target_position=None,
-        policy=PolicyAnswer(reason="no_forecast", edge=None, entry_threshold=None,
-                            exit_threshold=None, size=None, horizon=None, label=None),
+        target_position=None, policy=None,
         action="flat", size_fraction=0.0, stop_price=None, take_profit=None,
         model_version=model_version, feature_timestamp=feature_time,
     )

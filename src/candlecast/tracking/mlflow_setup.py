@@ -19,6 +19,10 @@ def configure_mlflow(
     if found is not None:
         mlflow.set_experiment(experiment_id=found.experiment_id)
         return str(found.experiment_id)
+    if tracking_uri.startswith(("http://", "https://")):  # a tracking server: its artifact store
+        experiment_id = mlflow.create_experiment(experiment)
+        mlflow.set_experiment(experiment_id=experiment_id)
+        return str(experiment_id)
     artifacts = Path(artifact_root)
     if not artifacts.is_absolute():
         artifacts = root / artifacts

@@ -55,7 +55,8 @@ def _sections(root: Path, params_file: Path | None) -> dict[str, Any]:
     if loaded is None:
         return defaults
     # params.yaml's `backtest:` is the backtest STAGE's section; its run settings are `.run`
-    return {"trade": loaded.trade, "risk": loaded.risk, "costs": loaded.costs,
+    trade = loaded.trade.model_copy(update={"feast_config": loaded.feature_store.repo_config})
+    return {"trade": trade, "risk": loaded.risk, "costs": loaded.costs,
             "backtest": loaded.backtest.run, "features": loaded.features}
 
 

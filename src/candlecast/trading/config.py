@@ -61,6 +61,8 @@ class TradeConfig(BaseModel):
     write_features: bool = Field(default=True, description="Write each candle's features to "
                                  "the Feast online store (feature view candle_features).")
     feast_repo: str = "feature_repo"
+    #: the repo's config file; params.yaml's ``feature_store.repo_config`` (one truth)
+    feast_config: str = "feature_store.yaml"
 
     # ---- state and operations ------------------------------------------------------------
     state_db: str = "data/trading/state.db"

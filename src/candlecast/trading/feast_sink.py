@@ -62,13 +62,14 @@ class FeastOnlineSink:
 
     def __init__(self, repo_path: str | Path, feature_names: Sequence[str],
                  store: Any | None = None, direct: bool = True,
-                 fast_commits: bool = True) -> None:
+                 fast_commits: bool = True, config_file: str = "feature_store.yaml") -> None:
         from candlecast.feature_store.definitions import FEATURE_VIEW
 
         if store is None:
             from feast import FeatureStore
 
-            store = FeatureStore(repo_path=str(repo_path))
+            store = FeatureStore(repo_path=str(repo_path),
+                                 fs_yaml_file=Path(repo_path) / config_file)
         self.store = store
         self.view = FEATURE_VIEW
         self.names = list(feature_names)

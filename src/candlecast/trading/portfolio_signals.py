@@ -30,7 +30,12 @@ import pandas as pd
 from candlecast.backtest.config import ExecutionConfig
 from candlecast.common.time import as_utc
 from candlecast.trading.candles import Bar
-from candlecast.trading.signals import SignalUnavailable, _execution, candles_payload
+from candlecast.trading.signals import (
+    HttpSignalClient,
+    SignalUnavailable,
+    _execution,
+    candles_payload,
+)
 
 MAX_WEIGHT = 10.0
 
@@ -96,6 +101,15 @@ def portfolio_body(exchange: str, timeframe: str, candles: Mapping[str, Sequence
             "candles": {s: candles_payload(list(bars)) for s, bars in candles.items() if bars},
             "positions": {s: {"weight": float(w), "bars_held": int(h)}
                           for s, (w, h) in positions.items()}}
+
+
+class HttpPortfolioClient(HttpSignalClient):
+    """The HTTP client with ``POST /portfolio`` (the trader's portfolio mode)."""
+
+    def portfolio(self, exchange: str, timeframe: str, candles: Mapping[str, Sequence[Bar]],
+                  positions: Mapping[str, tuple[float, int]]) -> PortfolioAnswer:
+        return parse_portfolio(self._post_json(
+            "/portfolio", portfolio_body(exchange, timeframe, candles, positions)))
 
 
 def fetch_fresh_portfolio(

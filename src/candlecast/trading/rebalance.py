@@ -30,7 +30,9 @@ if TYPE_CHECKING:
     from candlecast.trading.book import SymbolBook
     from candlecast.trading.broker import SubmitReport
     from candlecast.trading.candles import Bar
-    from candlecast.trading.trader import Trader
+
+#: the trader (trading/trader.py imports this module: typed loosely to keep one direction)
+Trader = Any
 
 NAN = math.nan
 log = logging.getLogger(__name__)

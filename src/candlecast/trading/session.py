@@ -143,12 +143,18 @@ def build_trader(
                             policy=BackoffPolicy(config.order_retries, config.order_backoff_s,
                                                  config.order_backoff_max_s))
     if signals is None:
-        signals = HttpSignalClient(config.service_url, config.service_timeout_s)
+        if config.decision == "portfolio":  # POST /portfolio: the whole book in one answer
+            from candlecast.trading.portfolio_signals import HttpPortfolioClient
+
+            signals = HttpPortfolioClient(config.service_url, config.service_timeout_s)
+        else:
+            signals = HttpSignalClient(config.service_url, config.service_timeout_s)
     sink: FeatureSink | None
     if feature_sink is True:
         from candlecast.feature_store.definitions import view_columns
 
-        sink = (FeastOnlineSink(root / config.feast_repo, view_columns(feature_names(features)))
+        sink = (FeastOnlineSink(root / config.feast_repo, view_columns(feature_names(features)),
+                                config_file=config.feast_config)
                 if config.write_features else None)
     elif feature_sink is False:
         sink = None

@@ -296,8 +296,8 @@ class SignalClient(Protocol):
 
     def ready(self) -> bool: ...
 
-    # the portfolio mode (trade.decision: portfolio) also needs
-    # ``portfolio(exchange, timeframe, candles, positions) -> PortfolioAnswer``
+    # the portfolio mode (trade.decision: portfolio) also needs ``portfolio(exchange,
+    # timeframe, candles, positions) -> PortfolioAnswer`` (trading/portfolio_signals.py)
 
 
 class HttpSignalClient:
@@ -330,14 +330,6 @@ class HttpSignalClient:
                 position: float = 0.0, bars_held: int = 0) -> Signal:
         return self._post("/predict", {**request_body(series, position, bars_held),
                                        "candles": candles_payload(candles)})
-
-    def portfolio(self, exchange: str, timeframe: str, candles: Mapping[str, Sequence[Bar]],
-                  positions: Mapping[str, tuple[float, int]]) -> Any:
-        """``POST /portfolio`` (see :mod:`candlecast.trading.portfolio_signals`)."""
-        from candlecast.trading.portfolio_signals import parse_portfolio, portfolio_body
-
-        return parse_portfolio(self._post_json(
-            "/portfolio", portfolio_body(exchange, timeframe, candles, positions)))
 
     def _post(self, path: str, body: dict[str, Any]) -> Signal:
         return parse_signal(self._post_json(path, body))

@@ -22,6 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,7 @@ import pandas as pd
 
 from candlecast.evaluation.splits import Fold
 from candlecast.models.base import DirectionModel
-from candlecast.models.ensemble import base_prediction
+from candlecast.models.base_predictions import base_prediction
 
 #: Columns of the out-of-fold prediction frame, in order (``regime`` only when joined).
 OOF_COLUMNS: tuple[str, ...] = (
@@ -213,6 +214,24 @@ def run_fold(
     return outcomes, fitted
 
 
+#: what one fold gives: its outcomes (one per model) and the models that fitted
+FoldResult = tuple[list[FoldOutcome], dict[str, DirectionModel]]
+#: runs ``fit(fold)`` for every fold and returns the results in fold order (a task runner)
+FoldMapper = Callable[[Callable[[Fold], FoldResult], Sequence[Fold]], Sequence[FoldResult]]
+
+
+def fit_fold(
+    build: Callable[[Fold], Sequence[DirectionModel]],
+    data: pd.DataFrame,
+    spec: DataSpec,
+    history: pd.DataFrame | None,
+    context_bars: int,
+    fold: Fold,
+) -> FoldResult:
+    """One unit of walk-forward work: the models ``build(fold)`` returns on one fold."""
+    return run_fold(build(fold), data, fold, spec, history=history, context_bars=context_bars)
+
+
 def run_walk_forward(
     build: Callable[[Fold], Sequence[DirectionModel]],
     data: pd.DataFrame,
@@ -223,12 +242,17 @@ def run_walk_forward(
     context_bars: int = 0,
     regimes: pd.DataFrame | None = None,
     on_outcome: Callable[[FoldOutcome], None] | None = None,
+    map_folds: FoldMapper | None = None,
 ) -> WalkForwardResult:
     """Every model ``build(fold)`` returns, fitted and scored on every fold (oldest first).
 
     ``data`` holds one labelled row per series and decision time (no missing labels);
     ``folds`` index its rows. ``regimes`` (``series, timestamp, regime``) is joined onto the
     predictions when given. ``on_outcome`` is called after each model and fold (logging).
+    ``map_folds(fit, folds)`` runs the per-fold unit :func:`fit_fold` (the default: one after
+    the other, here); it must return the results in the order of ``folds``, which makes the
+    result independent of where and in which order the folds ran (every model is built fresh
+    per fold with its own seed).
     """
     missing = [c for c in (*spec.model_columns, spec.label) if c not in data.columns]
     if spec.target_return and spec.target_return not in data.columns:
@@ -239,10 +263,11 @@ def run_walk_forward(
         raise ValueError(f"label {spec.label!r} has missing values; drop those rows first")
     outcomes: list[FoldOutcome] = []
     final: dict[str, DirectionModel] = {}
-    for fold in folds:
-        fold_outcomes, fitted = run_fold(
-            build(fold), data, fold, spec, history=history, context_bars=context_bars
-        )
+    unit = partial(fit_fold, build, data, spec, history, context_bars)
+    per_fold = map_folds(unit, list(folds)) if map_folds is not None else [
+        unit(fold) for fold in folds
+    ]
+    for fold_outcomes, fitted in per_fold:  # oldest fold first, whatever the runner
         for outcome in fold_outcomes:
             outcomes.append(outcome)
             if on_outcome is not None:

@@ -12,7 +12,7 @@ const fmt = {
   text: (v) => (v === null || v === undefined || v === "" ? "—" : String(v)),
   num: (v, d = 4) => (v === null || v === undefined ? "—" : Number(v).toLocaleString("en-US", { maximumFractionDigits: d })),
   money: (v) => (v === null || v === undefined ? "—" : Number(v).toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 })),
-  pct: (v) => (v === null || v === undefined ? "—" : (100 * Number(v)).toFixed(2) + "%"),
+  pct: (v) => (v === null || v === undefined ? "—" : (100 * Number(v)).toFixed(2).replace(/^-(0\.00)$/, "$1") + "%"),
   time: (v) => (v ? String(v).replace("T", " ").replace("+00:00", "Z").slice(0, 20) : "—"),
   bool: (v) => (v ? "yes" : "no"),
   list: (v) => (Array.isArray(v) && v.length ? v.join(", ") : "—"),
@@ -123,8 +123,10 @@ function render(state) {
   drawEquity(t);
   table("positions-table", t.positions, [["symbol", "symbol"], ["side", "side"], ["qty", "qty", "num", { digits: 8 }],
     ["entry", "entry", "num", { digits: 2 }], ["stop", "stop", "num", { digits: 2 }], ["stop_reason", "stop type"],
-    ["target", "target", "num", { digits: 2 }], ["last_close", "last close", "num", { digits: 2 }],
-    ["unrealized_pnl", "unrealized PnL", "money", { signed: true }], ["unrealized_pct", "%", "pct", { signed: true }]],
+    ["target", "take profit", "num", { digits: 2 }], ["last_close", "last close", "num", { digits: 2 }],
+    ["unrealized_pnl", "unrealized PnL", "money", { signed: true }], ["unrealized_pct", "%", "pct", { signed: true }],
+    ["target_position", "policy target", "num", { digits: 4, signed: true }], ["policy_reason", "policy reason"],
+    ["order_style", "working order"]],
     t.reason || "no positions");
   const p = t.profit || {};
   pairs("profit-table", [["PnL since first candle", fmt.money(p.pnl)], ["return", fmt.pct(p.return)],
@@ -132,8 +134,11 @@ function render(state) {
     ["fees paid", fmt.money(p.fees)], ["slippage", fmt.money(p.slippage)], ["fills", fmt.text(p.fills)],
     ["max drawdown", fmt.pct(p.max_drawdown)], ["candles", fmt.text(p.candles)]]);
   table("signals-table", t.signals, [["symbol", "series"], ["candle", "last candle", "time"], ["status", "status"],
-    ["action", "action"], ["model_version", "model"], ["fresh_action", "last fresh action"],
-    ["fresh_model_version", "its model"], ["feature_timestamp", "its feature time", "time"]]);
+    ["target_position", "target", "num", { digits: 4, signed: true }], ["policy_reason", "policy reason"],
+    ["action", "action"], ["model_version", "model"],
+    ["fresh_target_position", "last fresh target", "num", { digits: 4, signed: true }],
+    ["fresh_policy_reason", "its policy reason"], ["fresh_model_version", "its model"],
+    ["feature_timestamp", "its feature time", "time"]]);
   pairs("status-table", [["state", fmt.text(st.state)], ["paused (pause file)", fmt.bool(st.paused)],
     ["kill switch file", st.kill_switch_file ? `yes: ${st.kill_file_reason || ""}` : "no"],
     ["killed (trader)", st.killed ? `yes: ${st.kill_reason}` : "no"],
@@ -141,7 +146,8 @@ function render(state) {
     ["candles without a fresh signal", fmt.text(st.signal_failures)],
     ["last state write", t.last_write_age_s === undefined ? "—" : `${Math.round(t.last_write_age_s)} s ago`]]);
   table("orders-table", t.orders, [["created", "decided at", "time"], ["symbol", "symbol"], ["side", "side"],
-    ["intent", "intent"], ["reason", "reason"], ["status", "status"], ["target", "target", "num", { digits: 8 }],
+    ["intent", "intent"], ["reason", "reason"], ["status", "status"], ["style", "style"],
+    ["limit_price", "limit", "num", { digits: 2 }], ["target", "target units", "num", { digits: 8 }],
     ["notional", "notional", "money"], ["filled", "filled", "num", { digits: 8 }], ["client_id", "client id"]],
     "no working orders");
   table("fills-table", (t.fills || []).slice().reverse(), [["time", "candle", "time"], ["symbol", "symbol"],
