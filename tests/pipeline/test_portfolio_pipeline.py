@@ -7,7 +7,6 @@ One module on purpose: the steps build on one run (about a minute on the `quick`
 
 from __future__ import annotations
 
-import gzip
 import json
 import shutil
 import time
@@ -42,26 +41,15 @@ QUICK = {
 def _mini(repo_root: Path, target: Path) -> Path:
     """The project's files, the five coins' first ROWS real candles, the `quick` params, and
     the portfolio profile with the quick sizes merged over it."""
-    import sys
+    from mini_project import ROWS as MINI_ROWS
+    from mini_project import make_mini_project
 
-    sys.path.insert(0, str(repo_root / "tests" / "pipeline"))
-    import mini_project
-
-    saved = mini_project.SYMBOLS
-    mini_project.SYMBOLS = SYMBOLS
-    try:
-        mini_project.make_mini_project(repo_root, target)
-    finally:
-        mini_project.SYMBOLS = saved
-    sample = target / "data" / "sample" / "bitfinex_30m"
-    for symbol in SYMBOLS:  # the mini project keeps ROWS rows of each listed coin
-        name = f"{symbol.split('/')[0]}.csv.gz"
-        lines = gzip.decompress((sample / name).read_bytes()).split(b"\n")
-        assert len(lines) >= ROWS
-    (target / "profiles").mkdir(exist_ok=True)
-    profile = yaml.safe_load((repo_root / "profiles" / "portfolio.yaml").read_text())
     from candlecast.config import deep_merge
 
+    assert MINI_ROWS == ROWS
+    make_mini_project(repo_root, target, symbols=SYMBOLS)
+    (target / "profiles").mkdir(exist_ok=True)
+    profile = yaml.safe_load((repo_root / "profiles" / "portfolio.yaml").read_text())
     (target / "profiles" / "portfolio.yaml").write_text(
         yaml.safe_dump(deep_merge(profile, QUICK), sort_keys=False))
     return target
@@ -184,6 +172,7 @@ def portfolio_service(portfolio_run, repo_root):
     root, ws, _, _ = portfolio_run
     config = ServingConfig(project_root=str(ws), tracking_uri=f"sqlite:///{root / 'mlruns.db'}",
                            model_uri="models:/candlecast-portfolio@champion",
+                           feature_service="portfolio_model_v1",
                            fallback_model_uris=(), feature_repo=None, load_retry_seconds=None,
                            trace_networks=False, max_body_bytes=2_000_000, max_candles=1000)
     path = ws / "serving_config.json"
@@ -206,29 +195,33 @@ def test_portfolio_endpoint_answers_the_constructor_and_its_features_match_the_p
     _, ws, _, _ = portfolio_run
     end = pd.Timestamp("2017-11-28 12:00", tz="UTC")
     body = _candles_body(ws, SYMBOLS, end, 700)
-    body["candles"]["XRP/USD"] = body["candles"]["XRP/USD"][:-1]  # XRP misses the last bar
-    body["positions"] = {"XRP/USD": {"weight": 0.2, "bars_held": 30}}
     meta = httpx.get(f"{portfolio_service.url}/metadata", timeout=30).json()
     assert meta["portfolio"]["loaded"] and meta["portfolio"]["universe"] == SYMBOLS
+    full = httpx.post(f"{portfolio_service.url}/portfolio", json=body, timeout=60)
+    assert full.status_code == 200, full.text
+    out = full.json()
+    assert out["status"] == "ok" and set(out["weights"]) == set(SYMBOLS)
+    assert out["feature_timestamp"].startswith("2017-11-28T12:30")
+    coins = pd.read_parquet(ws / "data" / "features" / "cross_section.parquet")
+    close = pd.Timestamp(out["feature_timestamp"])
+    for s in SYMBOLS:  # the request's cross-section = the pipeline's batch table
+        row = coins[(coins[JOIN_KEY] == f"bitfinex:{s}:30m") & (coins[EVENT_TIMESTAMP] == close)]
+        assert out["coins"][s]["beta"] == pytest.approx(row["xs_beta"].iloc[0], rel=1e-9)
+        assert out["coins"][s]["correlation"] == pytest.approx(row["xs_corr"].iloc[0], rel=1e-9)
+        assert out["coins"][s]["expected_return"] is not None and out["coins"][s]["tradable"]
+    # XRP misses the last bar and is held: frozen, not traded, counted in the caps
+    body["candles"]["XRP/USD"] = body["candles"]["XRP/USD"][:-1]
+    body["positions"] = {"XRP/USD": {"weight": 0.2, "bars_held": 30}}
     answer = httpx.post(f"{portfolio_service.url}/portfolio", json=body, timeout=60)
     assert answer.status_code == 200, answer.text
     out = answer.json()
-    assert out["status"] == "ok" and set(out["weights"]) == set(SYMBOLS)
-    assert out["feature_timestamp"].startswith("2017-11-28T12:30")
     xrp = out["coins"]["XRP/USD"]
-    assert not xrp["tradable"] and xrp["weight"] == pytest.approx(0.2)  # frozen, not traded
+    assert not xrp["tradable"] and xrp["weight"] == pytest.approx(0.2)
     assert xrp["action"] == "frozen" and "decision bar" in xrp["detail"]
     config = out["portfolio"]
     weights = np.array(list(out["weights"].values()))
     assert np.abs(weights).max() <= config["max_weight"] + 1e-9
     assert np.abs(weights).sum() <= config["max_gross"] + 1e-9
-    coins = pd.read_parquet(ws / "data" / "features" / "cross_section.parquet")
-    close = pd.Timestamp(out["feature_timestamp"])
-    for s in ("BTC/USD", "ETH/USD"):
-        row = coins[(coins[JOIN_KEY] == f"bitfinex:{s}:30m") & (coins[EVENT_TIMESTAMP] == close)]
-        assert out["coins"][s]["beta"] == pytest.approx(row["xs_beta"].iloc[0], rel=1e-9)
-        assert out["coins"][s]["correlation"] == pytest.approx(row["xs_corr"].iloc[0], rel=1e-9)
-        assert out["coins"][s]["expected_return"] is not None
     bad = httpx.post(f"{portfolio_service.url}/portfolio", timeout=30, json={
         **body, "candles": {"DOGE/USD": body["candles"]["BTC/USD"]}})
     assert bad.status_code == 404 and bad.json()["field"] == "candles.DOGE/USD"
