@@ -222,10 +222,12 @@ def report(
 
     root = root.resolve()
     texts = []
+    policy_summary = root / "reports" / "backtest" / "summary.json"
+    book = portfolio_report.summary_path(root)
     try:
-        if portfolio is not True:
+        if portfolio is False or (portfolio is None and (policy_summary.exists()
+                                                         or not book.exists())):
             texts.append(render(load_summary(root), markdown=markdown))
-        book = portfolio_report.summary_path(root)
         if portfolio is True or (portfolio is None and book.exists()):
             texts.append(portfolio_report.render(portfolio_report.load_summary(root),
                                                  markdown=markdown))

@@ -197,6 +197,8 @@ class SignalServer:
         mlflow.set_tracking_uri(cfg.resolved_tracking_uri())
         if cfg.registry_uri:
             mlflow.set_registry_uri(cfg.registry_uri)
+        if self.portfolio is None:  # independent of the signal model (it may not exist yet)
+            self._load_portfolio()
         model = self._model or self._load_model()
         self._model = model  # a retry after a feature-store failure reuses it
         cache = None
@@ -209,7 +211,6 @@ class SignalServer:
             cache = self._window_for(model, reader)
             self.reader = reader
         self._serve(model, cache)
-        self._load_portfolio()
 
     def _load_portfolio(self) -> None:
         """The book's model, if configured; a failure only disables /portfolio (kept in
@@ -485,7 +486,7 @@ class SignalServer:
         return result
 
     def portfolio_answer(self, request: PortfolioRequest) -> PortfolioResponse:
-        self._require_serving()
+        """The book's answer: needs only the portfolio model (loaded first, on its own)."""
         pm = self.portfolio
         if pm is None:
             raise RequestError(503, f"no portfolio model loaded ({self.portfolio_error}); run "
