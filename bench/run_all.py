@@ -12,7 +12,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 PROJECT_VENV = ["bench_features.py", "bench_ingest.py", "bench_models.py", "bench_serving.py",
-                "bench_trader.py", "bench_pipeline.py", "bench_scale_out.py"]
+                "bench_trader.py", "bench_stream.py", "bench_pipeline.py", "bench_scale_out.py"]
 
 
 def main() -> int:

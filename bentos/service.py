@@ -4,7 +4,7 @@ Routes: ``POST /signal`` (latest Feast features -> signal; async: a request whos
 was answered before is answered on the event loop, new model work runs in a worker thread), ``POST /predict`` (candles in the
 request -> signal), ``POST /portfolio`` (candles of every coin -> the book's target
 weights), ``POST``/``GET /metadata`` (lineage), ``POST /reload`` (pick up a new
-champion without dropping requests), plus BentoML's ``/livez``,
+champion without dropping requests; needs ``Authorization: Bearer $CANDLECAST_CONTROL_TOKEN``), plus BentoML's ``/livez``,
 ``/readyz`` (ready once the model is loaded), ``/metrics`` and the OpenAPI page at ``/``
 (``/docs.json``). Configuration: ``CANDLECAST_SERVING_CONFIG`` (a JSON ServingConfig),
 ``CANDLECAST_ROOT``; see docs/serving.md.
@@ -24,6 +24,7 @@ import anyio
 import bentoml
 from starlette.responses import JSONResponse
 
+from candlecast.common.auth import control_token_from_env
 from candlecast.serving.guard import GuardSettings, RequestGuard
 from candlecast.serving.schemas import (
     MetadataResponse,
@@ -45,7 +46,9 @@ def _respond(result: SignalResponse | PortfolioResponse | RequestError
     return result
 
 
-@bentoml.service(name="candlecast_signal", workers=1, traffic={"timeout": 30})
+# Loopback unless asked: `bentoml serve --host 0.0.0.0` (or BENTOML_HOST) overrides this default.
+@bentoml.service(name="candlecast_signal", workers=1, traffic={"timeout": 30},
+                 http={"host": "127.0.0.1"})
 class SignalService:
     def __init__(self) -> None:
         from candlecast.serving.config import load_serving_config
@@ -53,6 +56,8 @@ class SignalService:
 
         config = load_serving_config(os.environ, default_dir=Path(__file__).resolve().parent)
         GUARD.max_body_bytes = config.max_body_bytes
+        # the edge reads the environment: POST /reload needs this token (unset: refused)
+        GUARD.control = control_token_from_env(os.environ, config.control_token_env)
         self.server = SignalServer(config, freeze_gc=True)
         self._model_limiter = anyio.CapacityLimiter(1)
         self.server.start_loading()

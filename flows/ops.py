@@ -20,9 +20,10 @@ import os
 import sqlite3
 import sys
 
-from candlecast.runtime import set_offline_defaults
+from candlecast.runtime import set_offline_defaults, set_reproducible_numerics
 
 set_offline_defaults()  # before Prefect/MLflow/Feast are imported: no telemetry, patience
+set_reproducible_numerics()  # before torch/numpy load: the same bits on every AVX2 CPU
 
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
@@ -78,11 +79,12 @@ def _notifier(params: Any) -> Any:
 
 # ---------------------------------------------------------------------------- refresh
 @task(name="ingest-new-candles", timeout_seconds=1800, **RETRYING)
-def ingest_new_candles(root: str, params_file: str, replay: bool | None) -> dict:
+def ingest_new_candles(root: str, params_file: str, replay: bool | None,
+                       feed: str = "poll") -> dict:
     from candlecast.ops.refresh import ingest_step
 
     params, paths = _context(root, params_file)
-    result = ingest_step(params, paths, replay)
+    result = ingest_step(params, paths, replay, feed)
     get_run_logger().info("new candles: %s", {k: v for k, v in result.items()
                                               if k != "series"})
     return result
@@ -108,11 +110,12 @@ def check_signal_service(root: str, params_file: str, url: str) -> dict:
 
 @flow(name="candlecast-refresh", log_prints=True, timeout_seconds=3600)
 def refresh(root: str = str(ROOT), params_file: str = PARAMS, replay: bool | None = None,
-            service_url: str | None = None) -> dict:
-    """New candles -> validate -> features -> feature store (offline and online)."""
+            service_url: str | None = None, feed: str = "poll") -> dict:
+    """New candles -> validate -> features -> feature store (offline and online). ``feed``:
+    ``poll`` (ccxt REST or the replay) or ``stream`` (what the streaming trader stored)."""
     from candlecast.ops.refresh import AFTER_INGEST
 
-    out = {"ingest": ingest_new_candles(root, params_file, replay)}
+    out = {"ingest": ingest_new_candles(root, params_file, replay, feed)}
     for stage in AFTER_INGEST:
         out[stage] = pipeline_stage.with_options(name=stage)(root, params_file, stage)
     if service_url:

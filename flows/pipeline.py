@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import sys
 
-from candlecast.runtime import set_offline_defaults
+from candlecast.runtime import set_offline_defaults, set_reproducible_numerics
 
 set_offline_defaults()  # before Prefect/MLflow/Feast are imported: no telemetry, patience
+set_reproducible_numerics()  # before torch/numpy load: the same bits on every AVX2 CPU
 
 from pathlib import Path  # noqa: E402
 

@@ -5,11 +5,19 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-import pytest
+from candlecast.runtime import set_reproducible_numerics
 
-from candlecast.data.sample import load_sample
+# the pipeline's numeric kernels (candlecast.runtime), set before numpy or torch loads: a stage
+# run in a test process computes what `dvc repro` computes, and so does every subprocess the
+# tests start (Dask workers, services); without this, a test that imports flows/pipeline.py
+# pinned os.environ halfway through a worker's life, and its children then disagreed with it
+set_reproducible_numerics()
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from candlecast.data.sample import load_sample  # noqa: E402
 
 # the tests run offline: no library may try to send telemetry (subprocesses inherit these)
 for _name, _value in {

@@ -163,10 +163,14 @@ _mount_console()
 )
 def repro(ctx: typer.Context, root: RootOption = Path()) -> None:
     """`dvc repro [ARGS]` with ONE local Prefect API server for every stage's flow (instead of
-    a temporary server per stage); uses $PREFECT_API_URL when it is set."""
-    from candlecast.pipeline.prefect_server import run_with_prefect_server
+    a temporary server per stage); uses $PREFECT_API_URL when it is set. Without ARGS and with
+    every stage up to date (`dvc status`), it says so and starts no server."""
+    from candlecast.pipeline.prefect_server import dvc_up_to_date, run_with_prefect_server
 
     dvc = Path(sys.executable).with_name("dvc")
+    if not ctx.args and dvc_up_to_date(str(dvc), root.resolve()):
+        typer.echo("Data and pipelines are up to date.")
+        raise typer.Exit(0)
     try:
         code = run_with_prefect_server([str(dvc), "repro", *ctx.args], root.resolve())
     except RuntimeError as exc:

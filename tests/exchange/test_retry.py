@@ -112,3 +112,15 @@ def test_policy_rejects_nonsense() -> None:
 def test_messages_are_one_line_and_truncated() -> None:
     error = TransientExchangeError("binance", "unavailable", "502\n<html>\n" + "x" * 1000)
     assert "\n" not in str(error) and len(str(error)) <= 300
+
+
+def test_delay_stays_capped_after_thousands_of_retries():
+    """A stream reconnecting or backfilling for hours counts thousands of attempts: the delay
+    stays in [max_s / 2, max_s] instead of overflowing (2.0 ** 1024 raises)."""
+    import random
+
+    from candlecast.exchange.retry import BackoffPolicy
+
+    policy = BackoffPolicy(10**6, 0.5, 30.0)
+    delays = [policy.delay(n, random.Random(n)) for n in (60, 1023, 1024, 5000)]
+    assert all(15.0 <= d <= 30.0 for d in delays)

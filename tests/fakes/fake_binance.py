@@ -36,6 +36,7 @@ from urllib.parse import parse_qs, urlsplit
 import pandas as pd
 
 TIMEFRAME_MS = {
+    "1s": 1_000,
     "1m": 60_000,
     "5m": 300_000,
     "15m": 900_000,

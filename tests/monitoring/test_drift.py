@@ -11,9 +11,8 @@ import pandas as pd
 import pytest
 
 from candlecast.features import FeatureConfig, compute_features, feature_names
-from candlecast.monitoring import (
-    DecayConfig,
-    DriftConfig,
+from candlecast.monitoring.config import DecayConfig, DriftConfig
+from candlecast.monitoring.drift import (
     column_drift,
     drift_verdict,
     normed_wasserstein,

@@ -162,6 +162,10 @@ def build_env(root: Path, btc: pd.DataFrame, eth: pd.DataFrame) -> ServingEnv:
     return ServingEnv(root, config_path, model, names, fresh, fresh_feats, run_id)
 
 
+#: the control token the test service is started with (``POST /reload`` needs it)
+CONTROL_TOKEN = "test-control-token-0123456789"
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -204,21 +208,25 @@ class RunningService:
 
 
 def start_service(bentos_dir: Path, config_path: Path, workdir: Path) -> RunningService:
-    """``bentoml serve`` the service on a free 127.0.0.1 port (returns at once)."""
+    """``bentoml serve`` the service on a free port (returns at once). No ``--host``: the
+    service's own default (127.0.0.1) is what ``test_the_service_binds_loopback_by_default``
+    checks."""
     port = free_port()
     env = {
         **os.environ,
         "CANDLECAST_SERVING_CONFIG": str(config_path),
         "BENTOML_HOME": str(workdir / "bentoml_home"),
         "BENTOML_DO_NOT_TRACK": "True",
+        "CANDLECAST_CONTROL_TOKEN": CONTROL_TOKEN,
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env.pop("BENTOML_HOST", None)
     bentoml_cli = Path(sys.executable).with_name("bentoml")
     log_path = workdir / "bentoml_serve.log"
     with log_path.open("wb") as handle:
         process = subprocess.Popen(
             [str(bentoml_cli), "serve", "service:SignalService", "--working-dir",
-             str(bentos_dir), "--host", "127.0.0.1", "--port", str(port)],
+             str(bentos_dir), "--port", str(port)],
             stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=workdir,
         )
     return RunningService(f"http://127.0.0.1:{port}", process.pid, log_path, process)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 from starlette.testclient import TestClient
 
-from candlecast.serving.guard import GuardSettings, RequestGuard
+from candlecast.common.auth import control_token_from_env
+from candlecast.serving.guard import CONTROL_ROUTES, GuardSettings, RequestGuard
 
 SIGNAL = {"exchange": "bitfinex", "symbol": "BTC/USD", "timeframe": "30m"}
 
@@ -104,3 +106,56 @@ def test_settings_are_read_per_request(app):
     assert client.post("/signal", json=SIGNAL).status_code == 413
     guard.settings.max_body_bytes = 10_000
     assert client.post("/signal", json=SIGNAL).status_code == 200
+
+
+TOKEN = "ctl-0123456789abcdef-token"
+
+
+def _guarded(token: str | None) -> tuple[Recorder, TestClient]:
+    downstream = Recorder()
+    control = control_token_from_env({"MY_CONTROL": token} if token else {}, "MY_CONTROL")
+    settings = GuardSettings(max_body_bytes=2048, control=control)
+    return downstream, TestClient(RequestGuard(downstream, settings))
+
+
+@pytest.mark.parametrize(("headers", "why"), [
+    ({}, "no control token"),
+    ({"authorization": f"Basic {TOKEN}"}, "no control token"),
+    ({"authorization": "Bearer "}, "no control token"),
+    ({"authorization": f"Bearer {TOKEN}x"}, "wrong control token"),
+    ({"authorization": f"Bearer {TOKEN[:-1]}"}, "wrong control token"),
+])
+def test_reload_without_the_token_is_refused_401_and_logged_without_it(headers, why, caplog):
+    downstream, client = _guarded(TOKEN)
+    with caplog.at_level(logging.WARNING, logger="candlecast.serving.guard"):
+        response = client.post("/reload", json={}, headers=headers)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert response.json()["field"] == "authorization" and why in response.json()["error"]
+    assert "MY_CONTROL" in response.json()["error"]
+    assert downstream.seen == []
+    assert [r.getMessage() for r in caplog.records] == [
+        f"refused POST /reload from testclient: {why}"]
+    assert TOKEN[:8] not in caplog.text and TOKEN[:8] not in response.text
+
+
+def test_reload_with_the_token_reaches_the_app_and_other_routes_need_none():
+    downstream, client = _guarded(TOKEN)
+    ok = client.post("/reload", json={}, headers={"authorization": f"Bearer {TOKEN}"})
+    assert ok.status_code == 200
+    assert client.post("/signal", json=SIGNAL).status_code == 200  # not a control
+    assert [s[:2] for s in downstream.seen] == [("POST", "/reload"), ("POST", "/signal")]
+    assert downstream.seen[0][2] == b"{}"
+    assert client.get("/reload", headers={"authorization": f"Bearer {TOKEN}"}).status_code == 405
+
+
+def test_without_a_configured_token_every_control_is_refused(caplog):
+    downstream, client = _guarded(None)
+    for headers in ({}, {"authorization": f"Bearer {TOKEN}"}):
+        response = client.post("/reload", json={}, headers=headers)
+        assert response.status_code == 403
+        assert "MY_CONTROL is not set on the server" in response.json()["error"]
+    assert downstream.seen == []
+    # the default settings are the same: safe by default
+    assert not GuardSettings().control.configured
+    assert {"/reload"} == CONTROL_ROUTES

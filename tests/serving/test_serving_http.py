@@ -270,3 +270,22 @@ def test_prometheus_metrics(client):
 def test_no_payload_above_left_the_service_unhealthy(client):
     assert client.get("/readyz").status_code == 200
     assert copy.deepcopy(client.post("/signal", json=BTC).json())["status"] == "ok"
+
+
+def _listening(port: int) -> set[str]:
+    """Local addresses in LISTEN state on ``port`` (from /proc/net/tcp and tcp6)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as handle:  # noqa: PTH123
+            for line in list(handle)[1:]:
+                local, state = line.split()[1], line.split()[3]
+                address, _, hex_port = local.partition(":")
+                if state == "0A" and int(hex_port, 16) == port:
+                    found.add(address)
+    return found
+
+
+def test_the_service_binds_loopback_by_default(service):
+    """Started without --host (see serving_harness.start_service): 127.0.0.1 only."""
+    port = int(service.url.rsplit(":", 1)[1])
+    assert _listening(port) == {"0100007F"}  # 127.0.0.1 in /proc's little-endian hex

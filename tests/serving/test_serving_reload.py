@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 import pytest
-from serving_harness import register_window_model
+from serving_harness import CONTROL_TOKEN, register_window_model
 
 from candlecast.serving.config import ServingConfig
 from candlecast.serving.schemas import RequestError, SeriesRequest
@@ -82,9 +83,25 @@ def test_a_failed_reload_keeps_serving_the_current_model(serving_env):
     assert server.metadata().model_version == "candlecast-lightgbm/1"
 
 
-def test_reload_over_http(client):
+def test_reload_over_http_needs_the_control_token(client, service):
     version = client.post("/metadata", json={}).json()["model_version"]
-    answer = client.post("/reload", json={})
+    for headers in ({}, {"authorization": f"Bearer {CONTROL_TOKEN}-not"},
+                    {"authorization": CONTROL_TOKEN}):
+        refused = client.post("/reload", json={}, headers=headers)
+        assert refused.status_code == 401, refused.text
+        assert refused.json()["field"] == "authorization"
+        assert "CANDLECAST_CONTROL_TOKEN" in refused.json()["error"]
+    deadline = time.monotonic() + 10  # the worker's log reaches the file shortly
+    while "refused POST /reload" not in service.log_tail(400) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    log = service.log_tail(400)
+    assert log.count("refused POST /reload from 127.0.0.1: no control token") >= 2
+    assert "refused POST /reload from 127.0.0.1: wrong control token" in log
+    assert CONTROL_TOKEN not in log
+    assert client.post("/metadata", json={}).json()["model_version"] == version  # no reload
+
+    answer = client.post("/reload", json={},
+                         headers={"authorization": f"Bearer {CONTROL_TOKEN}"})
     assert answer.status_code == 200
     assert answer.json()["status"] in ("reloading", "already_reloading")
     assert answer.json()["model_version"] == version

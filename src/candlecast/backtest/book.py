@@ -18,15 +18,20 @@ from candlecast.backtest.result import BacktestResult
 from candlecast.backtest.summary import json_safe
 
 
+def sum_curves(curves: Sequence[pd.Series], initial: Sequence[float]) -> pd.Series:
+    """Equity curves (indexed by close time) summed on the union of their times; a curve
+    without a bar at a time counts with its last value there (``initial`` before its first)."""
+    if not curves:
+        raise ValueError("a book needs at least one account")
+    frame = pd.concat([c.rename(i) for i, c in enumerate(curves)], axis=1).sort_index().ffill()
+    for i, start in enumerate(initial):
+        frame[i] = frame[i].fillna(start)
+    return frame.sum(axis=1).rename("book")
+
+
 def book_curve(results: Sequence[BacktestResult]) -> pd.Series:
     """The book's equity at each close of the union of the accounts' bars (summed)."""
-    if not results:
-        raise ValueError("a book needs at least one account")
-    frame = pd.concat([r.equity_series.rename(i) for i, r in enumerate(results)], axis=1)
-    frame = frame.sort_index().ffill()
-    for i, r in enumerate(results):
-        frame[i] = frame[i].fillna(r.initial_equity)
-    return frame.sum(axis=1).rename("book")
+    return sum_curves([r.equity_series for r in results], [r.initial_equity for r in results])
 
 
 def book_equity(results: Sequence[BacktestResult]) -> np.ndarray:

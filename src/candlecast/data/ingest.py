@@ -366,6 +366,30 @@ def _download(
     return candles, pages
 
 
+def download_candles(
+    source: OhlcvSource,
+    series: SeriesId,
+    start_ms: int,
+    stop_ms: int,
+    retrier: Retrier,
+    *,
+    limit: int | None = None,
+) -> list[Candle]:
+    """The candles with open time in ``[start_ms, stop_ms)``, ascending, paged exactly like
+    :func:`ingest_ccxt` (the exchange's page limit, retries with backoff, one re-ask of an empty
+    page), without touching any store. ``stop_ms`` is the caller's bound on *closed* candles.
+    Raises :class:`~candlecast.exchange.errors.ExchangeRequestError` when retries run out.
+
+    The streaming trader backfills the candles it missed with this (``candlecast.trading.stream``).
+    """
+    if start_ms >= stop_ms:
+        return []
+    page = limit or source.max_page_limit(series.symbol) or DEFAULT_PAGE_LIMIT
+    plan = _Plan(series, ((start_ms, stop_ms),), stop_ms, 0)
+    candles, _ = _download(plan, source, retrier, page, None)
+    return [candles[k] for k in sorted(candles)]
+
+
 def _to_frame(series: SeriesId, candles: dict[int, Candle]) -> pd.DataFrame:
     rows = [candles[k] for k in sorted(candles)]
     frame = pd.DataFrame(rows, columns=["ms", "open", "high", "low", "close", "volume"])

@@ -2,11 +2,15 @@
 
 Layout: ``<root>/exchange=<id>/symbol=<BASE-QUOTE>/timeframe=<tf>/candles.parquet``. A write goes
 to a temporary file in the same folder and is moved over the old file with ``os.replace``, so a
-reader (or a crash) sees either the old table or the new one, never half of one.
+reader (or a crash) sees either the old table or the new one, never half of one. Writers of one
+series (an ingest, the streaming trader appending what it traded) take an exclusive ``flock`` on
+the series folder for the read-merge-write, so two processes never lose each other's candles.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import tempfile
 from collections.abc import Iterator
@@ -39,6 +43,19 @@ def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def series_lock(folder: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``folder`` (created if needed) for one read-merge-write; a lock
+    on the directory itself leaves no lock file among the data (which DVC hashes)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 class CandleStore:
@@ -98,17 +115,19 @@ class CandleStore:
         ]
         if len(wrong):
             raise ValueError(f"{len(wrong)} candle(s) do not belong to series {series.key}")
-        merged = pd.concat([self.read(series), new], ignore_index=True)
-        merged = merged.drop_duplicates("timestamp", keep="last").sort_values("timestamp")
-        merged = merged.reset_index(drop=True)
-        write_parquet_atomic(merged, self.path(series))
+        path = self.path(series)
+        with series_lock(path.parent):
+            merged = pd.concat([self.read(series), new], ignore_index=True)
+            merged = merged.drop_duplicates("timestamp", keep="last").sort_values("timestamp")
+            merged = merged.reset_index(drop=True)
+            write_parquet_atomic(merged, path)
         return len(merged)
 
     def replace(self, series: SeriesId, candles: pd.DataFrame) -> None:
         """Overwrite the stored table of ``series`` with ``candles`` (sorted, as given)."""
-        write_parquet_atomic(
-            conform(candles).sort_values("timestamp", kind="stable"), self.path(series)
-        )
+        path = self.path(series)
+        with series_lock(path.parent):
+            write_parquet_atomic(conform(candles).sort_values("timestamp", kind="stable"), path)
 
     def __iter__(self) -> Iterator[SeriesId]:
         return iter(self.series())

@@ -170,6 +170,8 @@ class CcxtOrderGateway:
         self._redact = redact
         self.id: str = exchange.id
 
+    # the keyword arguments of ``create_exchange`` plus the credentials: a deliberate mirror
+    # (they are passed through to it)
     @classmethod
     def create(
         cls,

@@ -45,7 +45,7 @@ class BackoffPolicy:
 
     def delay(self, retry: int, rng: random.Random, retry_after_s: float | None = None) -> float:
         """Seconds to wait before retry number ``retry`` (0-based)."""
-        ceiling = min(self.max_s, self.base_s * 2.0**retry)
+        ceiling = min(self.max_s, self.base_s * 2.0 ** min(retry, 64))  # 2**1024 overflows
         wait = ceiling * (0.5 + 0.5 * rng.random())
         if retry_after_s is not None and retry_after_s > wait:
             wait = min(retry_after_s, self.max_s)

@@ -88,6 +88,8 @@ def first_valid_age(config: FeatureConfig) -> dict[str, int]:
     from it on (given finite, positive prices).
     """
     c = config
+    # one entry per feature family in feature_names' order (a flat table, to read against
+    # docs/features.md; its repeated `for w in ...` lines are alike in shape, not logic)
     ages: dict[str, int] = {}
     for h in c.return_horizons:
         ages[f"logret_{h}"] = h

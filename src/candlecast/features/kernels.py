@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
-from scipy.signal import lfilter
 
 NAN = np.nan
 _CHUNK = 1 << 16  # rows per block for the (rows x window) temporaries
@@ -31,12 +30,18 @@ def _windows(x: np.ndarray, w: int) -> np.ndarray:
     return sliding_window_view(x, w)
 
 
-def rolling_sum(x: np.ndarray, w: int) -> np.ndarray:
-    """Sum of the ``w`` values ending at each row (NaN for the first ``w-1`` rows)."""
+def _rolling(x: np.ndarray, w: int, reduce: str) -> np.ndarray:
+    """``reduce`` ("sum", "max", "min") of the ``w`` values ending at each row (NaN for the
+    first ``w-1`` rows)."""
     out = np.full(len(x), NAN)
     if len(x) >= w:
-        out[w - 1 :] = _windows(x, w).sum(axis=1)
+        out[w - 1 :] = getattr(_windows(x, w), reduce)(axis=1)
     return out
+
+
+def rolling_sum(x: np.ndarray, w: int) -> np.ndarray:
+    """Sum of the ``w`` values ending at each row (NaN for the first ``w-1`` rows)."""
+    return _rolling(x, w, "sum")
 
 
 def rolling_mean(x: np.ndarray, w: int) -> np.ndarray:
@@ -61,17 +66,11 @@ def rolling_mean_std(x: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def rolling_max(x: np.ndarray, w: int) -> np.ndarray:
-    out = np.full(len(x), NAN)
-    if len(x) >= w:
-        out[w - 1 :] = _windows(x, w).max(axis=1)
-    return out
+    return _rolling(x, w, "max")
 
 
 def rolling_min(x: np.ndarray, w: int) -> np.ndarray:
-    out = np.full(len(x), NAN)
-    if len(x) >= w:
-        out[w - 1 :] = _windows(x, w).min(axis=1)
-    return out
+    return _rolling(x, w, "min")
 
 
 def rolling_dot(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -96,6 +95,9 @@ def ema_runs(
     ``y = alpha * x + (1 - alpha) * y``. ``alpha = 2/(n+1)`` is the usual EMA, ``1/n`` Wilder's
     smoothing. Same arithmetic, in the same order, as :class:`~candlecast.features.streaming.EMA`.
     """
+    from scipy.signal import lfilter  # here: scipy.signal takes ~1.5 s to import, and every
+    # `candlecast` command imports this module through the config (features/__init__)
+
     out = np.full(len(x), NAN)
     beta = 1.0 - alpha
     b, a = np.array([alpha]), np.array([1.0, -beta])

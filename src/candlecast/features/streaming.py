@@ -66,7 +66,36 @@ class Stateful:
                 setattr(self, name, state[name])
 
 
-class RingMean(Stateful):
+class _Ring(Stateful):
+    """A window of the last ``n`` values: ``i`` is the slot the next value goes to, ``count``
+    how many values were seen (up to ``n``). Subclasses hold the buffers and clear them in
+    ``_clear``."""
+
+    __slots__ = ("n", "i", "count")
+    _fixed = ("n",)
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.reset()
+
+    def reset(self) -> None:
+        self.i = 0
+        self.count = 0
+        self._clear()
+
+    def _clear(self) -> None:
+        raise NotImplementedError
+
+    def _filled(self) -> bool:
+        """Move to the next slot; True once the window holds ``n`` values."""
+        self.i = (self.i + 1) % self.n
+        if self.count < self.n:
+            self.count += 1
+            return self.count == self.n
+        return True
+
+
+class RingMean(_Ring):
     """Mean of the last ``n`` values.
 
     Windows up to :data:`FRESH_SUM_MAX` are summed afresh on every update (one C-level ``sum``,
@@ -75,17 +104,10 @@ class RingMean(Stateful):
     accumulates past one window (it can leave a residue of ~1e-16 x the largest recent value).
     """
 
-    __slots__ = ("n", "buf", "i", "count", "total")
-    _fixed = ("n",)
+    __slots__ = ("buf", "total")
 
-    def __init__(self, n: int) -> None:
-        self.n = n
-        self.reset()
-
-    def reset(self) -> None:
+    def _clear(self) -> None:
         self.buf = [0.0] * self.n
-        self.i = 0
-        self.count = 0
         self.total = 0.0
 
     def update(self, x: float) -> float:
@@ -114,57 +136,37 @@ class RingMean(Stateful):
         return self.total / n
 
 
-class RingMeanStd(Stateful):
+class RingMeanStd(_Ring):
     """Mean and population std of the last ``n`` values (two-pass over the buffer: no drift)."""
 
-    __slots__ = ("n", "buf", "i", "count")
-    _fixed = ("n",)
+    __slots__ = ("buf",)
 
-    def __init__(self, n: int) -> None:
-        self.n = n
-        self.reset()
-
-    def reset(self) -> None:
+    def _clear(self) -> None:
         self.buf = [0.0] * self.n
-        self.i = 0
-        self.count = 0
 
     def update(self, x: float) -> tuple[float, float]:
         buf = self.buf
         buf[self.i] = x
-        self.i = (self.i + 1) % self.n
-        if self.count < self.n:
-            self.count += 1
-            if self.count < self.n:
-                return NAN, NAN
+        if not self._filled():
+            return NAN, NAN
         m = sum(buf) / self.n
         return m, math.sqrt(sum([(v - m) * (v - m) for v in buf]) / self.n)
 
 
-class RingMaxMin(Stateful):
+class RingMaxMin(_Ring):
     """Highest high and lowest low of the last ``n`` bars."""
 
-    __slots__ = ("n", "highs", "lows", "i", "count")
-    _fixed = ("n",)
+    __slots__ = ("highs", "lows")
 
-    def __init__(self, n: int) -> None:
-        self.n = n
-        self.reset()
-
-    def reset(self) -> None:
+    def _clear(self) -> None:
         self.highs = [0.0] * self.n
         self.lows = [0.0] * self.n
-        self.i = 0
-        self.count = 0
 
     def update(self, high: float, low: float) -> tuple[float, float]:
         self.highs[self.i] = high
         self.lows[self.i] = low
-        self.i = (self.i + 1) % self.n
-        if self.count < self.n:
-            self.count += 1
-            if self.count < self.n:
-                return NAN, NAN
+        if not self._filled():
+            return NAN, NAN
         return max(self.highs), min(self.lows)
 
 

@@ -33,6 +33,9 @@ class DirectionModel(Protocol):
     name: str
     family: str
 
+    # Every model spells this signature out again (baselines, LightGBM and its tuned wrapper,
+    # Chronos-2, the transformer): a deliberate mirror of the protocol, so each ``fit`` reads on
+    # its own and type checkers compare it with this one. `duplicates src` lists those pairs.
     def fit(
         self,
         X: pd.DataFrame,

@@ -20,6 +20,7 @@ def build_scratch_pipeline(config: ChronosConfig) -> Any:
     """A fresh, seeded, untrained Chronos-2 pipeline built from ``config`` (no download)."""
     from chronos.chronos2 import Chronos2CoreConfig, Chronos2Model, Chronos2Pipeline
 
+    # config fields passed by keyword (alike in shape to the transformer's network arguments)
     core = Chronos2CoreConfig(
         d_model=config.d_model,
         d_kv=config.d_kv,

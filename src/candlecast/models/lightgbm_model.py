@@ -47,6 +47,8 @@ class LightGBMHyperparams(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    # (typed, bounded Field declarations like every config: any two runs of them are alike in
+    # shape, e.g. ChronosConfig's architecture fields)
     n_estimators: int = Field(default=400, ge=1)
     learning_rate: float = Field(default=0.03, gt=0, le=1)
     num_leaves: int = Field(default=15, ge=2)

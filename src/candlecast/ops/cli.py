@@ -64,12 +64,18 @@ def replay_init_command(root: RootOption = Path(), params: ParamsOption = None) 
 
 
 @ops_app.command("refresh")
-def refresh_command(root: RootOption = Path(), params: ParamsOption = None) -> None:
+def refresh_command(
+    root: RootOption = Path(),
+    params: ParamsOption = None,
+    feed: Annotated[str, typer.Option(
+        "--feed", help="poll: the replayed chunk or ccxt REST; stream: the candles the "
+        "streaming trader stored (REST only for series it lags on).")] = "poll",
+) -> None:
     """New candles (the next replayed chunk, or ccxt) -> validate -> features -> feature store."""
     from candlecast.ops.refresh import run_refresh
 
     loaded, paths = _context(root, params)
-    _done(_guard(lambda: run_refresh(loaded, paths)))
+    _done(_guard(lambda: run_refresh(loaded, paths, feed=feed)))
 
 
 @ops_app.command("drift-check")
@@ -99,6 +105,8 @@ def backtest_report_command(root: RootOption = Path(), params: ParamsOption = No
     _done(_guard(lambda: backtest_report(loaded, paths)))
 
 
+# promote and rollback share their shape (context, MLflow client, one alias move, guarded):
+# two commands of the same kind, the common part is in _context/_guard/_done.
 @ops_app.command("promote")
 def promote_command(
     version: Annotated[str, typer.Argument(help="Model version to make champion.")],

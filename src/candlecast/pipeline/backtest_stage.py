@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from candlecast.backtest import BacktestResult, Lineage, build_report, buy_and_hold, write_report
-from candlecast.backtest.book import book_curve, book_equity, book_summary
+from candlecast.backtest.book import book_curve, book_equity, book_summary, sum_curves
 from candlecast.backtest.metrics import drawdown_curve, simple_returns
 from candlecast.backtest.overfitting import (
     deflated_sharpe_ratio,
@@ -154,7 +154,7 @@ def run_backtest(params: Params, paths: Paths) -> dict[str, object]:
     )
     out_root = fresh_dir(paths.root / "reports" / "backtest")
     by_strategy: dict[str, list[BacktestResult]] = {name: [] for name in STRATEGIES}
-    universe: dict[str, list[BacktestResult]] = {}
+    universe: dict[str, list[pd.Series]] = {}
     per_series: dict[str, Any] = {}
     _, traded = trade_forecasts(params, paths, rows, policies, POLICY, inputs)
     for series, simple in zip(inputs, average, strict=True):
@@ -173,11 +173,7 @@ def run_backtest(params: Params, paths: Paths) -> dict[str, object]:
                                for h, arrays in simple.forecasts.items()},
         })
         for name, equity in curves.items():
-            universe.setdefault(name, []).append(
-                BacktestResult(name, market.symbol, market.timestamps, market.close, equity,
-                               np.zeros(market.n), np.zeros(market.n),
-                               params.backtest.run.initial_equity, market.bars_per_year,
-                               policy.log.__class__()))
+            universe.setdefault(name, []).append(pd.Series(equity, index=market.timestamps))
         trial_returns = (np.column_stack([simple_returns(np.concatenate(
             [[params.backtest.run.initial_equity], e])) for e in curves.values()])
             if len(curves) >= 2 else None)
@@ -211,13 +207,18 @@ def run_backtest(params: Params, paths: Paths) -> dict[str, object]:
 
 
 def _book_overfitting(params: Params, policy: list[BacktestResult],
-                      universe: dict[str, list[BacktestResult]], candidates: int
+                      universe: dict[str, list[pd.Series]], candidates: int
                       ) -> dict[str, Any]:
     """The deflated Sharpe of the policy's book over ``n_trials`` and the PBO (CSCV) of the
     universe's books."""
     returns = simple_returns(book_equity(policy))
-    matrix = (np.column_stack([simple_returns(book_equity(r)) for r in universe.values()])
-              if len(universe) >= 2 else None)
+    start = params.backtest.run.initial_equity
+    matrix = None
+    if len(universe) >= 2:
+        books = [sum_curves(curves, [start] * len(curves)).to_numpy()
+                 for curves in universe.values()]
+        matrix = np.column_stack([simple_returns(np.concatenate([[start * len(policy)], b]))
+                                  for b in books])
     trials = n_trials(params, candidates, len(universe))
     out: dict[str, Any] = {"n_trials": trials, "universe": len(universe),
                            "search_candidates": candidates}

@@ -8,6 +8,8 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class Paths:
+    # One property per location, on purpose (typed, greppable, one line of dvc.yaml each): the
+    # duplicates tool pairs runs of them (and ZooPaths') by shape.
     root: Path
 
     @property

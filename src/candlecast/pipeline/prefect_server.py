@@ -82,6 +82,14 @@ def command_env(environ: Mapping[str, str], api_url: str | None = None) -> dict[
     return env
 
 
+def dvc_up_to_date(dvc: str, cwd: Path) -> bool:
+    """``dvc status --quiet`` exits 0: every stage is up to date, ``dvc repro`` would run none
+    (no Prefect server is needed for that)."""
+    done = subprocess.run([dvc, "status", "--quiet"], cwd=cwd, env=command_env(os.environ),
+                          capture_output=True, check=False)
+    return done.returncode == 0
+
+
 def run_with_prefect_server(command: Sequence[str], cwd: Path, log: Path | None = None) -> int:
     """Run ``command`` (e.g. ``dvc repro``) with one Prefect API server for all its flows."""
     if os.environ.get("PREFECT_API_URL"):

@@ -198,7 +198,7 @@ def _after_champion(params: Params, paths: Paths, zoo: ZooData, evaluation: dict
                                basis="not-comparable", champion_version=version, **rule)
     try:
         theirs = score_registered(f"models:/{name}/{version}", history, keys, zoo.spec.bar)
-    except (ValueError, KeyError, MlflowException) as error:
+    except Exception as error:  # noqa: BLE001 - e.g. a champion this code cannot load
         log.warning("champion v%s cannot be scored: %s", version, error)
         return decide_champion(score, None, basis="not-comparable", champion_version=version,
                                **rule)

@@ -200,6 +200,8 @@ class RiskEngine:
         price, is_target = hit
         return price, (_TAKE_PROFIT if is_target else position.stop_reason), is_target
 
+    # the signature of ``hold.hold`` after its first two arguments: a deliberate mirror (this
+    # method forwards to the pure function with the engine's rules and bar length)
     def hold(
         self,
         state: RiskState,
@@ -229,18 +231,9 @@ class RiskEngine:
                              cash, units, paid)
 
     # ---------------------------------------------------------------- events
-    def on_fill(
-        self,
-        state: RiskState,
-        symbol: str,
-        side: int,
-        qty: float,
-        price: float,
-        fee: float,
-        timestamp: int,
-        atr: float = NAN,
-        stop: float = NAN,
-    ) -> tuple[RiskState, float]:
+    def on_fill(self, state: RiskState, symbol: str, side: int, qty: float, price: float,
+                fee: float, timestamp: int, atr: float = NAN, stop: float = NAN,
+                ) -> tuple[RiskState, float]:
         """Book a fill of ``qty`` (> 0) units bought (``side`` +1) or sold (-1) at ``price``.
 
         Opens, adds to, reduces, closes or reverses the symbol's position. ``atr`` (known when

@@ -109,6 +109,8 @@ def intrabar_exit(
     levels, the stop is assumed to have come first.
     """
     has_stop, has_target = stop == stop, target == target  # x == x is False only for NaN
+    # the short branch mirrors the long one with every comparison reversed, on purpose: the
+    # rule reads as written in the docstring (a sign trick would hide which level is which)
     if side > 0:
         if has_stop and open_ <= stop:
             return open_, False

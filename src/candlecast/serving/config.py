@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from candlecast.common.auth import DEFAULT_TOKEN_ENV
 from candlecast.common.uris import absolute_sqlite_uri
 from candlecast.features import FeatureConfig
 from candlecast.risk import RiskConfig
@@ -77,6 +78,9 @@ class ServingConfig(_Frozen):
     #: ``/portfolio`` answers ``stale`` when its latest candle closed longer ago; None: not
     #: checked (replays of historical candles)
     portfolio_max_age_bars: float | None = Field(default=None, gt=0)
+    #: environment variable holding the control token every state-changing endpoint
+    #: (``POST /reload``) requires as ``Authorization: Bearer <token>``; unset: refused
+    control_token_env: str = Field(default=DEFAULT_TOKEN_ENV, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 
     @field_validator("model_uri")
     @classmethod

@@ -3,9 +3,13 @@
 
 BentoML 1.4 answers schema errors with its own body (``{"error", "detail"}``, and for some
 4xx a JSON *list*), has no request size limit and parses ``multipart``/``pickle`` bodies too.
-This guard, for ``/signal``, ``/predict``, ``/portfolio`` and ``/metadata`` only:
+This guard, for ``/signal``, ``/predict``, ``/portfolio``, ``/metadata`` and ``/reload`` only:
 
 * refuses methods other than POST (405; ``GET /metadata`` is turned into ``POST``);
+* refuses a state-changing route (:data:`CONTROL_ROUTES`: ``/reload``) without the control
+  token (``candlecast.common.auth``: ``Authorization: Bearer <token>``, compared in constant
+  time): 401, or 403 when the server has no token configured (every control off); each refusal
+  is logged with the route and the client address, never with what was presented;
 * refuses content types other than ``application/json`` (415);
 * refuses bodies over ``max_body_bytes`` (413), by ``Content-Length`` or while reading;
 * validates the body with the same pydantic model BentoML will use and answers the first
@@ -18,12 +22,14 @@ Light on purpose (pydantic + the schemas): it is imported by ``bentos/service.py
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from candlecast.common.auth import DEFAULT_TOKEN_ENV, ControlToken, bearer_token
 from candlecast.serving.schemas import (
     PortfolioRequest,
     PredictRequest,
@@ -43,7 +49,12 @@ ROUTES: dict[str, type[BaseModel] | None] = {
     "/predict": PredictRequest,
     "/portfolio": PortfolioRequest,
     "/metadata": None,
+    "/reload": None,
 }
+#: routes that change the service's state: they need the control token
+CONTROL_ROUTES: frozenset[str] = frozenset({"/reload"})
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -51,6 +62,8 @@ class GuardSettings:
     """Mutable on purpose: the service sets the limit from its config once loaded."""
 
     max_body_bytes: int = 1_000_000
+    #: the control token of :data:`CONTROL_ROUTES`; the default (none configured) refuses all
+    control: ControlToken = field(default_factory=lambda: ControlToken(DEFAULT_TOKEN_ENV, None))
 
 
 async def send_error(send: Send, err: RequestError,
@@ -82,6 +95,11 @@ class RequestGuard:
             await send_error(send, RequestError(405, f"{path} accepts POST only", "method"),
                              [(b"allow", b"POST")])
             return
+        if path in CONTROL_ROUTES:
+            refusal = self._refuse_control(scope)
+            if refusal is not None:
+                await send_error(send, refusal, [(b"www-authenticate", b"Bearer")])
+                return
         try:
             body = await self._read_body(scope, receive)
             model = ROUTES[path]
@@ -96,6 +114,26 @@ class RequestGuard:
             await send_error(send, err)
             return
         await self.app(scope, _replay(body, receive), send)
+
+    def _refuse_control(self, scope: Scope) -> RequestError | None:
+        """None if the request carries the control token, else the refusal (logged)."""
+        token = self.settings.control
+        authorization = next((v.decode("latin-1") for k, v in scope.get("headers", [])
+                              if k.lower() == b"authorization"), None)
+        presented = bearer_token(authorization)
+        if token.verify(presented):
+            return None
+        client = scope.get("client") or ("?", 0)
+        path = scope["path"]
+        if not token.configured:
+            why = f"controls are disabled: {token.env_var} is not set on the server"
+            status = 403
+        else:
+            why = "wrong control token" if presented else "no control token"
+            status = 401
+        log.warning("refused %s %s from %s: %s", scope["method"], path, client[0], why)
+        message = f"{path} needs `Authorization: Bearer <{token.env_var}>`: {why}"
+        return RequestError(status, message, "authorization")
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1")

@@ -135,14 +135,9 @@ def bentoml_build(bento_dir: Path, env: dict[str, str] | None = None) -> str:
     return tags[-1]
 
 
-def package_service(
-    config: ServingConfig,
-    root: Path,
-    bento_dir: Path | None = None,
-    out_dir: Path | None = None,
-    build: bool = True,
-    env: dict[str, str] | None = None,
-) -> dict[str, object]:
+def package_service(config: ServingConfig, root: Path, bento_dir: Path | None = None,
+                    out_dir: Path | None = None, build: bool = True,
+                    env: dict[str, str] | None = None) -> dict[str, object]:
     """Run the whole ``package`` stage (module docstring); returns the summary it writes."""
     bento_dir = (bento_dir or root / "bentos").resolve()
     out_dir = out_dir or root / "models" / "bento"

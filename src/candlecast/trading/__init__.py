@@ -9,10 +9,11 @@ SQLite (WAL), committed once per candle. See ``docs/trading.md``.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from candlecast.common.lazy import lazy_getattr
 
-# Imported on first use, so `from candlecast.<pkg>.config import X` stays light.
+# Imported on first use, so `from candlecast.<pkg>.config import X` stays light (the same
+# table of name -> (module, attribute) as candlecast.backtest's, which still has its own copy
+# of the __getattr__ that common/lazy.py now holds).
 _LAZY: dict[str, tuple[str, str]] = {
     "Account": ("candlecast.trading.book", "Account"),
     "Bar": ("candlecast.trading.candles", "Bar"),
@@ -57,12 +58,4 @@ _LAZY: dict[str, tuple[str, str]] = {
 }
 
 __all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    module, attr = _LAZY[name]
-    value = getattr(importlib.import_module(module), attr)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())

@@ -82,6 +82,11 @@ def run(
                                                help="Confirm live trading.")] = False,
     replay: Annotated[bool, typer.Option("--replay", help="Replay stored candles (paper).")
                       ] = False,
+    feed: Annotated[str | None, typer.Option(
+        "--feed", help="Live candles: poll (REST after each close) | stream (WebSocket); "
+        "default trade.feed.")] = None,
+    metrics_port: Annotated[int | None, typer.Option(
+        help="Serve Prometheus metrics on this port (default trade.metrics_port).")] = None,
     replay_start: Annotated[str | None, typer.Option(help="First replayed candle (ISO).")] = None,
     replay_end: Annotated[str | None, typer.Option(help="Replay end, exclusive (ISO).")] = None,
     replay_last: Annotated[int | None, typer.Option(help="Replay only the last N candles.")
@@ -110,7 +115,9 @@ def run(
             sections["trade"], state_db=state_db, kill_switch_file=kill_switch_file,
             pause_file=pause_file, service_url=service_url, signal_endpoint=endpoint,
             mode="live" if live else None, live_confirmed=True if confirm_live else None,
-            write_features=False if no_feast else None)
+            write_features=False if no_feast else None, feed=feed, metrics_port=metrics_port)
+        if replay and feed is not None:
+            raise ValueError("--replay replays stored candles; it takes no --feed")
         if config.is_live and not live:
             raise ValueError("trade.mode is 'live' in the params, but live orders also need the "
                              "--live flag")
@@ -129,19 +136,40 @@ def run(
     from candlecast.monitoring.alerts import notifier_from_env
 
     trader.notifier = notifier_from_env(os.environ)  # CANDLECAST_ALERT_WEBHOOK, if set
+    server = None
+    if config.metrics_port is not None:
+        from candlecast.trading.metrics import serve_metrics
+
+        server = serve_metrics(trader, config.metrics_port, config.metrics_host)
+        typer.echo(f"metrics on http://{config.metrics_host}:{server.server_address[1]}/metrics",
+                   err=True)
     # everything loaded so far leaves the collector's generations for the session: a full
     # collection would otherwise walk it (hundreds of ms) in the middle of some candle's tick
     gc.collect()
     gc.freeze()
+    failure: RuntimeError | None = None
     try:
         summary = trader.run(max_ticks=max_candles)
+    except RuntimeError as exc:  # the stream feed failed for good (e.g. its worker died)
+        failure = exc
     finally:
         gc.unfreeze()
+        if hasattr(trader.feed, "close"):
+            trader.feed.close()  # the stream: unsubscribe, append the last candles
+            with trader._tx():  # noqa: SLF001 - journal what the feed reported while closing
+                pass
+        if server is not None:
+            server.shutdown()
+            server.server_close()
         trader.store.close()
         stop.restore()
+    if failure is not None:
+        _fail(failure)
     typer.echo(json.dumps(summary.to_dict() | {"mode": config.mode}, default=str))
 
 
+# kill, pause and resume: the same small shape (resolve the flag file from params, write or
+# remove it, say so), three commands of one kind.
 @trade_app.command("kill")
 def kill(
     reason: Annotated[str, typer.Option(help="Recorded with the kill.")] = "manual kill",
@@ -223,7 +251,7 @@ def status(root: RootOption = Path(), params: ParamsOption = None,
     """Print the stored state: account, positions, each symbol's policy target and reason,
     working orders (style, limit price, candles left), open orders, recent events (JSON)."""
     from candlecast.trading.ops import read_flag_file
-    from candlecast.trading.store import read_only
+    from candlecast.trading.store import feed_status, read_only
 
     try:
         config = _paths(root, params, state_db, None, None)
@@ -249,6 +277,8 @@ def status(root: RootOption = Path(), params: ParamsOption = None,
             "kill_switch_file": read_flag_file(root / config.kill_switch_file) is not None,
             "paused": read_flag_file(root / config.pause_file) is not None,
             "recent_events": events[["wall_time", "kind", "message"]].to_dict("records"),
+            "event_counts": store.event_counts(),
+            "feed": feed_status(store),
         }
     finally:
         store.close()

@@ -15,6 +15,52 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from candlecast.data.schema import SeriesId, timeframe_to_timedelta
 
 
+class StreamConfig(BaseModel):
+    """The WebSocket feed (``trade.feed: stream``; ``trade.stream`` in params.yaml). Times are
+    seconds of the exchange's clock (wall time in production). See docs/trading.md."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["auto", "ohlcv", "trades"] = Field(
+        default="auto", description="`ohlcv`: the exchange's candle stream (watch_ohlcv); "
+        "`trades`: candles built from its trade stream (watch_trades); `auto`: candles when "
+        "the exchange streams them, else trades.")
+    close_grace_s: float = Field(
+        default=2.0, ge=0, le=86_400, description="Hand a candle on this long after its close "
+        "when the stream has not moved to a later candle yet.")
+    silence_s: float = Field(
+        default=30.0, gt=0, le=86_400, description="No message for this long: the data is "
+        "stale (the trader opens nothing) and the connection is replaced.")
+    reconnect_base_s: float = Field(default=0.5, gt=0, le=60)
+    reconnect_max_s: float = Field(default=30.0, gt=0, le=600)
+    backfill_retries: int = Field(default=3, ge=0, le=20)
+    backfill_backoff_s: float = Field(default=0.5, gt=0, le=60)
+    backfill_backoff_max_s: float = Field(default=10.0, gt=0, le=600)
+    backfill_give_up_s: float = Field(
+        default=900.0, gt=0, description="A missing candle the REST API cannot provide for "
+        "this long after its close becomes a gap, so later candles are traded.")
+    ws_url: str | None = Field(default=None, description="Re-point the WebSocket URLs "
+                               "(tests, proxies), e.g. ws://127.0.0.1:9000.")
+    candle_store: str | None = Field(
+        default="data/raw", description="CandleStore the traded candles are appended to (the "
+        "ingest stage's output, so `dvc repro` trains on them); null: not stored.")
+    store_flush_s: float = Field(default=5.0, gt=0, le=3600,
+                                 description="Append to the candle store at most this often.")
+    watchdog_interval_s: float = Field(
+        default=0.5, gt=0, le=60, description="Wall seconds between the checks for silence and "
+        "for candles due by the grace.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StreamConfig:
+        if self.reconnect_max_s < self.reconnect_base_s:
+            raise ValueError("trade.stream.reconnect_max_s must be >= reconnect_base_s")
+        if self.backfill_backoff_max_s < self.backfill_backoff_s:
+            raise ValueError("trade.stream.backfill_backoff_max_s must be >= backfill_backoff_s")
+        if self.ws_url is not None and not self.ws_url.startswith(("ws://", "wss://")):
+            raise ValueError(f"trade.stream.ws_url must be a ws(s) URL, got {self.ws_url!r}")
+        return self
+
+
 class TradeConfig(BaseModel):
     """How the trader runs. Paper mode is the default; ``live`` needs ``live_confirmed`` too
     (and credentials from the environment, which are never part of any config)."""
@@ -77,6 +123,14 @@ class TradeConfig(BaseModel):
     replay_store: str = Field(default="data/validated",
                               description="CandleStore root replayed by --replay.")
     poll_interval_s: float = Field(default=1.0, gt=0, le=60)
+    feed: Literal["poll", "stream"] = Field(
+        default="poll", description="Live candles: `poll` the REST API after each close, or "
+        "`stream` them over the exchange's WebSocket (trade.stream).")
+    stream: StreamConfig = Field(default_factory=StreamConfig)
+    metrics_port: int | None = Field(
+        default=None, ge=0, le=65535, description="Serve Prometheus metrics on this port "
+        "(0: any free port; null: off).")
+    metrics_host: str = "127.0.0.1"
     candle_close_delay_s: float = Field(
         default=2.0, ge=0, le=300,
         description="Live feed: wait this long after a candle's close before fetching it.",

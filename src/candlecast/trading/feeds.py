@@ -4,7 +4,8 @@ A feed hands the trader one *tick* at a time: the candles of every traded symbol
 open time. ``next_tick(after, wait_s)`` returns a :class:`Tick`, :data:`IDLE` when nothing is due
 within ``wait_s`` seconds (the trader then checks its kill/pause files and asks again), or
 :data:`END` when a replay is exhausted. ``history(symbol, n, before)`` returns the candles used to
-prime the feature engine.
+prime the feature engine. The streaming feed (WebSocket, ``trade.feed: stream``) is in
+:mod:`candlecast.trading.stream`.
 """
 
 from __future__ import annotations
@@ -31,10 +32,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Tick:
-    """Candles with open time ``ts`` (ns), by symbol (a symbol may be missing: its gap)."""
+    """Candles with open time ``ts`` (ns), by symbol (a symbol may be missing: its gap).
+    ``stale`` is why the feed's data is stale when it handed the tick on ("" when fresh; the
+    streaming feed while its stream is silent): the trader then opens nothing."""
 
     ts: int
     bars: dict[str, Bar]
+    stale: str = ""
 
 
 IDLE = "idle"

@@ -85,6 +85,8 @@ def _replay_feed(config: TradeConfig, root: Path, spec: ReplaySpec,
     return ReplayFeed(frames, config.timeframe, start=start, end=end, speed=spec.speed)
 
 
+# The keyword arguments of ``Trader`` (what it is built from): a deliberate mirror, each
+# defaulted here from the config so a caller passes only what it injects.
 def build_trader(
     config: TradeConfig,
     *,
@@ -104,8 +106,10 @@ def build_trader(
     """A ready trader: state opened (or resumed), features primed, live account reconciled.
 
     Relative paths in ``config`` are under ``root``. ``signals``/``feature_sink``/``feed``/
-    ``broker`` override the defaults (HTTP client, Feast sink when ``write_features``, replay or
-    ccxt feed, paper or ccxt broker); ``feature_sink=False`` disables the Feast write.
+    ``broker`` override the defaults (HTTP client, Feast sink when ``write_features``, replay,
+    REST polling or WebSocket stream feed (``trade.feed``), paper or ccxt broker);
+    ``feature_sink=False`` disables the Feast write. A feed with ``start``/``close`` (the stream)
+    is started here; the caller closes it (``trader.feed.close()``) when the session ends.
     """
     config.check_live_allowed()
     root = Path(root)
@@ -132,6 +136,10 @@ def build_trader(
     if feed is None:
         if replay is not None:
             feed = _replay_feed(config, root, replay, features)
+        elif config.feed == "stream":
+            from candlecast.trading.stream import stream_feed
+
+            feed = stream_feed(config, root)
         else:
             from candlecast.exchange import CcxtOhlcvSource
 
@@ -170,7 +178,11 @@ def build_trader(
                         feature_sink=sink, stop=stop)
         if config.is_live:
             trader.reconcile()
+        if hasattr(feed, "start"):  # the stream feed subscribes before the first tick
+            feed.start()
     except BaseException:
         store.close()
+        if hasattr(feed, "close"):
+            feed.close()
         raise
     return trader

@@ -289,6 +289,11 @@ class StateStore:
                           (_now(), ts, kind, message))
 
     # ---- reading (reports, tests, `trade status`) -------------------------------------------
+    def event_counts(self) -> dict[str, int]:
+        """Journalled events by kind (every session on this database)."""
+        rows = self.conn.execute("SELECT kind, COUNT(*) FROM events GROUP BY kind ORDER BY kind")
+        return {kind: int(n) for kind, n in rows}
+
     def book(self, symbol: str) -> dict[str, Any] | None:
         """The stored book of ``symbol`` (position, working order, policy target) as plain
         data, or ``None`` before the first save."""
@@ -378,6 +383,27 @@ class StateStore:
         """The stored risk engine state (``RiskState.to_dict()``), None before the first
         candle."""
         return self.get("risk_state")
+
+
+#: the streaming feed's state after each of its connection events (``trade status``)
+_FEED_STATES = {"stream_subscribing": "subscribing", "stream_connected": "streaming",
+                "stream_recovered": "streaming", "stream_disconnected": "reconnecting",
+                "stream_silent": "stale", "feed_failed": "failed"}
+
+
+def feed_status(store: StateStore) -> dict[str, Any] | None:
+    """The streaming feed as the journal last saw it: ``state`` (subscribing, streaming,
+    reconnecting, stale, failed), since when and why; ``None`` when no stream ran."""
+    kinds = ", ".join(f"'{k}'" for k in _FEED_STATES)
+    row = store.conn.execute(
+        f"SELECT wall_time, kind, message FROM events WHERE kind IN ({kinds}) "  # noqa: S608
+        "ORDER BY id DESC LIMIT 1").fetchone()
+    if row is None:
+        return None
+    stale = store.conn.execute("SELECT MAX(ts) FROM events WHERE kind = 'stale_data'").fetchone()
+    last_stale = None if stale[0] is None else str(pd.Timestamp(stale[0], tz="UTC"))
+    return {"state": _FEED_STATES[row[1]], "since": row[0], "event": row[1], "detail": row[2],
+            "last_stale_candle": last_stale}
 
 
 def read_only(path: str | Path) -> StateStore:

@@ -18,7 +18,10 @@ commit in one SQLite transaction; live orders go out only after it, with determi
 ids, so a crash can neither lose a decision nor duplicate an order. Without a fresh signal
 (service down, slow, stale, paused) step 4 is skipped: working orders, stops and limits still
 act, nothing new is decided, and the failure is logged, journalled (``events``) and counted
-(``account.signal_failures``).
+(``account.signal_failures``). The same holds for a tick the feed marks ``stale`` (the
+streaming feed while its stream is silent): no signal is asked for, and the tick is a
+``stale_data`` event. Every event is also counted by kind in :attr:`Trader.event_counts`
+(status and Prometheus metrics).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import contextlib
 import logging
 import math
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -66,7 +69,8 @@ NAN = math.nan
 _TOL = 1e-12  # the fill rules' "order reached its target" tolerance
 _EXPIRE_DETAIL = "limit order expired; rest cancelled"
 _INFO_EVENTS = frozenset({"start", "restart", "pause", "resume", "signal_recovered",
-                          "limit_to_market"})
+                          "limit_to_market", "stream_subscribing", "stream_connected",
+                          "stream_recovered", "backfill"})
 #: (the trader's step (4) in portfolio mode lives in trading/rebalance.py)
 
 
@@ -111,6 +115,8 @@ class Trader:
         self.funding_rate = CostModel(self.costs).funding_per_bar(self.step_ns / 1e9)
         self.paused = False
         self._events: list[tuple[str, str, int | None]] = []
+        #: events of this process by kind (the feed's included), for status and metrics
+        self.event_counts: Counter[str] = Counter()
         self.latencies_s: deque[float] = deque(maxlen=100_000)
         self._closed: dict[str, str] = {}  # client id -> final status, journalled at tick end
         for edge in (broker, feed):  # broker/feed reports go to the trader's journal
@@ -154,6 +160,7 @@ class Trader:
         level = logging.INFO if kind in _INFO_EVENTS else logging.WARNING
         log.log(level, "%s: %s", kind, message)
         self._events.append((kind, message, ts))
+        self.event_counts[kind] += 1
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[None]:
@@ -207,6 +214,9 @@ class Trader:
             if tick == END:
                 break
             if tick == IDLE or not isinstance(tick, Tick):
+                if self._events:  # what the feed reported while waiting, journalled now
+                    with self._tx():
+                        pass
                 continue
             summary.fills += self.process_tick(tick)
             summary.ticks += 1
@@ -293,18 +303,21 @@ class Trader:
                     self.sink.write(self.series[sym], bar, rows[sym])
                 except Exception as error:  # noqa: BLE001 - reported; trading goes on
                     self._event("feature_store_error", f"{sym}: {error!r:.200}", ts)
+        if tick.stale and not (self.paused or self.account.killed):
+            self._event("stale_data", f"{tick.stale}: no new positions this candle, stops "
+                        "enforced", ts)
         # the signal call needs the position after this candle's fills and exits: it happens
         # inside the tick's transaction, between steps (3) and (4)
         with self._tx():
-            n_fills, to_submit = self._trade(ts, valid, rows)
+            n_fills, to_submit = self._trade(ts, valid, rows, tick.stale)
             self._save()
         self._submit(to_submit)
         self._notify_halts()
         self.latencies_s.append(time.perf_counter() - started)
         return n_fills
 
-    def _trade(self, ts: int, valid: dict[str, Bar], rows: dict[str, dict[str, float]]
-               ) -> tuple[int, list[SymbolBook]]:
+    def _trade(self, ts: int, valid: dict[str, Bar], rows: dict[str, dict[str, float]],
+               stale: str = "") -> tuple[int, list[SymbolBook]]:
         eng, acct, books, store = self.engine, self.account, self.books, self.store
         if self.risk_state is None:
             self.risk_state = eng.start(self.equity(valid), ts)
@@ -358,7 +371,8 @@ class Trader:
                 books[sym].entry_bar = -1
         # (4) the policy's targets
         halted = ("killed" if self.account.killed or self.risk_state.kill_switch
-                  else "paused" if self.paused else "no_equity" if not equity > 0 else "")
+                  else "paused" if self.paused else "stale_data" if stale
+                  else "no_equity" if not equity > 0 else "")
         portfolio = self.config.decision == "portfolio"
         if portfolio:  # one answer for the whole book (trading/rebalance.py)
             answer, book_status = ((None, halted) if halted

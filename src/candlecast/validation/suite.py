@@ -72,6 +72,12 @@ def candle_expectations() -> list[Any]:
     from great_expectations.expectations.metadata_types import FailureSeverity
     from great_expectations.expectations.row_conditions import Column
 
+    def of_type(column: str, type_: str, description: str) -> Any:
+        return gxe.ExpectColumnValuesToBeOfType(
+            column=column, type_=type_, meta=_meta(f"{column}_dtype", "schema"),
+            description=description,
+        )
+
     out: list[Any] = [
         gxe.ExpectTableColumnsToMatchOrderedList(
             column_list=list(GX_COLUMNS),
@@ -79,31 +85,10 @@ def candle_expectations() -> list[Any]:
             description="columns are exactly the canonical candle columns, in order "
             "(plus the gate's gx_* helper columns)",
         ),
-        gxe.ExpectColumnValuesToBeOfType(
-            column="timestamp",
-            type_="Timestamp",
-            meta=_meta("timestamp_dtype", "schema"),
-            description="timestamp must be a timezone-aware datetime column",
-        ),
+        of_type("timestamp", "Timestamp", "timestamp must be a timezone-aware datetime column"),
     ]
-    out += [
-        gxe.ExpectColumnValuesToBeOfType(
-            column=col,
-            type_="float64",
-            meta=_meta(f"{col}_dtype", "schema"),
-            description=f"{col} must be float64",
-        )
-        for col in OHLCV_COLUMNS
-    ]
-    out += [
-        gxe.ExpectColumnValuesToBeOfType(
-            column=col,
-            type_="str",
-            meta=_meta(f"{col}_dtype", "schema"),
-            description=f"{col} must hold strings",
-        )
-        for col in SERIES_COLUMNS
-    ]
+    out += [of_type(col, "float64", f"{col} must be float64") for col in OHLCV_COLUMNS]
+    out += [of_type(col, "str", f"{col} must hold strings") for col in SERIES_COLUMNS]
     out += [
         gxe.ExpectColumnValuesToNotBeNull(
             column=col, meta=_meta(f"{col}_not_null", "quarantine"), description=f"{col} is missing"
@@ -159,6 +144,8 @@ def candle_expectations() -> list[Any]:
             meta=_meta("timestamp_unique_per_series", "quarantine"),
             description="timestamp must be unique within its series (every copy is quarantined)",
         ),
+        # three rules on the steps column, alike in shape on purpose: each is its own
+        # expectation with its own rule id, bound and severity (quarantine or report)
         gxe.ExpectColumnValuesToBeBetween(
             column=STEPS,
             min_value=0,
