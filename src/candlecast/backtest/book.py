@@ -45,19 +45,10 @@ def book_summary(results: Sequence[BacktestResult]) -> dict[str, Any]:
     summed; exposure averaged)."""
     equity = book_equity(results)
     bpy = results[0].bars_per_year
-    returns = m.simple_returns(equity)
     costs = {k: float(sum(r.costs[k] for r in results)) for k in results[0].costs}
     notional = sum(r.traded_notional for r in results)
     return json_safe({
-        "final_equity": float(equity[-1]),
-        "total_return": m.total_return(equity),
-        "annualized_return": m.annualized_return(equity, bpy),
-        "annualized_volatility": m.annualized_volatility(returns, bpy),
-        "sharpe": m.sharpe_ratio(returns, bpy),
-        "sortino": m.sortino_ratio(returns, bpy),
-        "calmar": m.calmar_ratio(equity, bpy),
-        "max_drawdown": m.max_drawdown(equity),
-        "max_drawdown_duration_bars": m.max_drawdown_duration(equity),
+        **m.curve_metrics(equity, bpy),
         "trade_count": int(sum(len(r.trades) for r in results)),
         "exposure": float(np.mean([m.exposure(r.position) for r in results])),
         "annual_turnover": m.annual_turnover(notional, equity, bpy),

@@ -56,7 +56,8 @@ def plan_target(engine: RiskEngine | None, state: RiskState | None, symbol: str,
     if grows and engine is None:
         budget = target * equity
     elif grows:
-        d = engine.decide_entry(state, symbol, new_side, ts, equity,  # type: ignore[arg-type]
+        assert engine is not None and state is not None
+        d = engine.decide_entry(state, symbol, new_side, ts, equity,
                                 close, atr, replacing=pos != 0.0,
                                 notional_fraction=abs(target), other_notional=other_notional)
         rows.append((str(d.action), str(d.reason), new_side, d.qty,

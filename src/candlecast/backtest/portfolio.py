@@ -27,7 +27,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -38,6 +38,7 @@ from candlecast.backtest.execution import WorkingOrder, work_order
 from candlecast.backtest.inputs import Market
 from candlecast.backtest.ledger import FillLog, fills_frame, snap
 from candlecast.backtest.plan import CoinState, plan_rebalance
+from candlecast.backtest.result import EquityCurve, decisions_frame
 from candlecast.backtest.targets import fill_reason
 from candlecast.risk import Action, RiskConfig, RiskEngine
 
@@ -81,7 +82,7 @@ class TargetWeights:
 
 
 @dataclass
-class PortfolioResult:
+class PortfolioResult(EquityCurve):
     """One book over the axis: equity per bar; per coin units, weights, fills and costs."""
 
     name: str
@@ -96,14 +97,6 @@ class PortfolioResult:
     bars_per_year: float
     logs: dict[str, FillLog] = field(repr=False)
     decision_rows: list[tuple] = field(default_factory=list, repr=False)
-
-    @property
-    def final_equity(self) -> float:
-        return float(self.equity[-1])
-
-    @property
-    def equity_series(self) -> pd.Series:
-        return pd.Series(self.equity, index=self.timestamps, name=self.name)
 
     @cached_property
     def weights(self) -> np.ndarray:
@@ -128,14 +121,7 @@ class PortfolioResult:
 
     @cached_property
     def decisions(self) -> pd.DataFrame:
-        rows = [(b, s, str(a), str(r), sd, q, nt if isinstance(nt, str) else
-                 ",".join(map(str, nt)), dt if isinstance(dt, str) else f"level {dt:.6g}")
-                for b, s, a, r, sd, q, nt, dt in self.decision_rows]
-        frame = pd.DataFrame(rows, columns=["bar", "symbol", "action", "reason", "side", "qty",
-                                            "notes", "detail"])
-        bars = frame["bar"].to_numpy(dtype=np.int64)
-        frame.insert(0, "timestamp", self.timestamps[bars] if len(frame) else self.timestamps[:0])
-        return frame
+        return decisions_frame(self.decision_rows, self.timestamps, ("bar", "symbol"))
 
     def coin_costs(self) -> dict[str, dict[str, float]]:
         """Per coin: fees, slippage (spread, slippage, impact), funding and their total."""
@@ -230,7 +216,7 @@ def run_portfolio(
     positions, marks = np.zeros((n, k)), np.full((n, k), NAN)
     funding, equity_curve = np.zeros((n, k)), np.zeros(n)
     cash, paid = cfg.initial_equity, 0.0
-    state = engine.start(cfg.initial_equity, int(times[0])) if engine is not None else None
+    state: Any = engine.start(cfg.initial_equity, int(times[0])) if engine is not None else None
     killed = False
     execution_at = getattr(decider, "execution_at", None)
 
@@ -314,13 +300,13 @@ def run_portfolio(
                         for s, c in coins.items()}
             held = {s: (c.bars - c.entry_bar if c.entry_bar >= 0 else 0)
                     for s, c in coins.items()}
-            targets, why = decider.decide(t, ts, intended, held,
-                                          frozenset(s for _j, s, _i in here))
+            targets, decided = decider.decide(t, ts, intended, held,
+                                              frozenset(s for _j, s, _i in here))
             style = ex if execution_at is None else (execution_at(t) or ex)
             states = [CoinState(s, c.pos, intended[s], c.last_close, c.bars,
                                 atrs[s][where[t, j]] if where[t, j] >= 0 else NAN,
                                 where[t, j] >= 0) for j, (s, c) in enumerate(coins.items())]
-            for s, plan in plan_rebalance(engine, state, states, targets, why, equity, ts,
+            for s, plan in plan_rebalance(engine, state, states, targets, decided, equity, ts,
                                           style, cfg.allow_short):
                 rows.extend((t, s, *r) for r in plan.rows
                             if record_targets or r[0] != "target")

@@ -32,18 +32,9 @@ def book_metrics(result: PortfolioResult) -> dict[str, Any]:
     """Return, risk, activity and cost numbers of the book (one account)."""
     equity = equity_with_start(result)
     bpy = result.bars_per_year
-    returns = m.simple_returns(equity)
     notional = sum(result.traded_notional().values())
     return json_safe({
-        "final_equity": float(equity[-1]),
-        "total_return": m.total_return(equity),
-        "annualized_return": m.annualized_return(equity, bpy),
-        "annualized_volatility": m.annualized_volatility(returns, bpy),
-        "sharpe": m.sharpe_ratio(returns, bpy),
-        "sortino": m.sortino_ratio(returns, bpy),
-        "calmar": m.calmar_ratio(equity, bpy),
-        "max_drawdown": m.max_drawdown(equity),
-        "max_drawdown_duration_bars": m.max_drawdown_duration(equity),
+        **m.curve_metrics(equity, bpy),
         "trade_count": positions_opened(result),
         "fills": int(sum(len(log) for log in result.logs.values())),
         "exposure": float(result.gross.mean()),

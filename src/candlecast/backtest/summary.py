@@ -54,15 +54,7 @@ def summarize(
     trades = result.trades
     closed_pnl = trades.loc[trades["closed"], "pnl"].to_numpy()
     out: dict[str, Any] = {
-        "final_equity": float(equity[-1]),
-        "total_return": m.total_return(equity),
-        "annualized_return": m.annualized_return(equity, bpy),
-        "annualized_volatility": m.annualized_volatility(returns, bpy),
-        "sharpe": m.sharpe_ratio(returns, bpy),
-        "sortino": m.sortino_ratio(returns, bpy),
-        "calmar": m.calmar_ratio(equity, bpy),
-        "max_drawdown": m.max_drawdown(equity),
-        "max_drawdown_duration_bars": m.max_drawdown_duration(equity),
+        **m.curve_metrics(equity, bpy),
         **m.trade_statistics(closed_pnl),
         "exposure": m.exposure(result.position),
         "annual_turnover": m.annual_turnover(result.traded_notional, equity, bpy),

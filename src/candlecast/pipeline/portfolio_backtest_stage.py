@@ -176,7 +176,7 @@ def run_portfolio_backtest(params: Params, paths: Paths) -> dict[str, object]:
     chosen = fold_configs(paths.root)
     scored = sorted(chosen)
     window = inputs.window(scored)
-    constructors = [None if chosen[f] is None else _constructor(params, chosen[f], window)
+    constructors = [None if (c := chosen[f]) is None else _constructor(params, c, window)
                     for f in scored]
     decider = FoldedBookDecider(constructors, _segment(inputs, window, scored), window.panel)
     book = run_portfolio(window.markets, decider, params.risk, params.costs,
@@ -213,9 +213,9 @@ def _fold_rows(books: list[PortfolioResult], inputs: BookInputs, scored: list[in
         start, stop = inputs.span([fold])
         span = (str(fold), pd.Timestamp(int(inputs.ts_ns[start]), tz="UTC"),
                 pd.Timestamp(int(inputs.ts_ns[stop - 1]), tz="UTC"))
+        config = chosen[fold]
         row: dict[str, Any] = {"fold": fold, "start": str(span[1]), "end": str(span[2]),
-                               "config": "flat" if chosen[fold] is None
-                               else chosen[fold].label()}
+                               "config": "flat" if config is None else config.label()}
         for result in books:
             values = period_rows(result, [span])
             if values:

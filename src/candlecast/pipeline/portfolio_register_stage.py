@@ -113,8 +113,9 @@ def run_portfolio_register(params: Params, paths: Paths) -> dict[str, object]:
 
 def _decide(params: Params, name: str, evaluation: dict[str, str], score: ModelScore) -> Any:
     cfg = params.ensemble
-    rule = {"criterion": cfg.criterion, "min_bars": cfg.min_decision_rows,
-            "max_log_loss": cfg.max_log_loss, "log_loss_tolerance": cfg.log_loss_tolerance}
+    rule: dict[str, Any] = {
+        "criterion": cfg.criterion, "min_bars": cfg.min_decision_rows,
+        "max_log_loss": cfg.max_log_loss, "log_loss_tolerance": cfg.log_loss_tolerance}
     try:
         champion = MlflowClient().get_model_version_by_alias(name, "champion")
     except MlflowException:

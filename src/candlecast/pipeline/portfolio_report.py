@@ -10,7 +10,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from candlecast.pipeline.report import _fmt, _markdown
+from candlecast.pipeline.report import (
+    _fmt,
+    _markdown,
+    check_rows,
+    overfit_line,
+    print_tables,
+)
 
 NAMES = {"portfolio": "portfolio (walk-forward)", "equal_weight": "equal-weight basket",
          "vol_target_basket": "vol-targeted basket", "btc_hold": "BTC buy-and-hold",
@@ -113,13 +119,8 @@ def tables(summary: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
 
 def render(summary: dict[str, Any], markdown: bool = False) -> str | None:
     """Print the report (rich tables), or return it as Markdown."""
-    over = summary["overfitting"]
-    dsr = (over.get("deflated_sharpe") or {}).get("dsr")
-    overfit = (f"deflated Sharpe ratio {_fmt('x', dsr)} over {over['n_trials']} configurations "
-               f"tried; PBO {_fmt('x', over.get('pbo'))} over a universe of "
-               f"{over.get('universe')} (forecast x configuration) books")
-    checks = [[what, "met" if ok else "NOT met" if ok is not None else "n/a", numbers]
-              for what, ok, numbers in targets(summary)]
+    overfit = overfit_line(summary["overfitting"], "(forecast x configuration) books")
+    checks = check_rows(targets(summary))
     parts = tables(summary)
     if markdown:
         lines = []
@@ -127,22 +128,6 @@ def render(summary: dict[str, Any], markdown: bool = False) -> str | None:
             lines += [f"**{title}**", "", _markdown(header, rows), ""]
         lines += [overfit, "", _markdown(["target", "", "numbers"], checks)]
         return "\n".join(lines)
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console(width=None if sys.stdout.isatty() else 160)
-    for title, header, rows in parts:
-        table = Table(title=title, title_justify="left")
-        for column in header:
-            table.add_column(column)
-        for row in rows:
-            table.add_row(*row, style="bold" if row[0].startswith("portfolio") else None)
-        console.print(table)
-    console.print(overfit)
-    table = Table(title="Targets (docs/portfolio.md)", title_justify="left")
-    for column in ("target", "", "numbers"):
-        table.add_column(column)
-    for row in checks:
-        table.add_row(*row, style="green" if row[1] == "met" else "red")
-    console.print(table)
+    print_tables(parts, [overfit], checks, "Targets (docs/portfolio.md)", "portfolio",
+                 width=None if sys.stdout.isatty() else 160)
     return None

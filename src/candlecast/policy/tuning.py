@@ -24,7 +24,6 @@ from candlecast.backtest.book import book_equity
 from candlecast.backtest.config import BacktestConfig, CostConfig, ExecutionConfig
 from candlecast.backtest.inputs import Market
 from candlecast.backtest.metrics import calmar_ratio, max_drawdown, sharpe_ratio, simple_returns
-from candlecast.backtest.result import BacktestResult
 from candlecast.backtest.targets import run_targets
 from candlecast.policy.config import PolicyConfig, PolicySearchSpace, PolicyTuning
 from candlecast.policy.core import Policy, PolicyDecider
@@ -65,7 +64,7 @@ class Evaluation:
     total_return: float
     max_drawdown: float
     trades_per_1000_bars: float
-    results: dict[str, BacktestResult] = field(repr=False)
+    results: dict[str, Any] = field(repr=False)  # BacktestResult per series, or the book
 
 
 def evaluate_policy(

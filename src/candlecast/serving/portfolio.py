@@ -34,6 +34,7 @@ from candlecast.portfolio import CoinForecast, PortfolioConfig, PortfolioConstru
 from candlecast.serving.model import ModelError, PyfuncSignalModel
 from candlecast.serving.schemas import (
     CoinAnswer,
+    ExecutionAnswer,
     PortfolioRequest,
     PortfolioResponse,
     RequestError,
@@ -157,7 +158,8 @@ def answer_portfolio(pm: PortfolioModel, request: PortfolioRequest, now: pd.Time
         gross=decision.gross, net=decision.net, beta=_num(decision.beta),
         volatility=_num(decision.volatility), expected_gain=_num(decision.expected_gain),
         cost=_num(decision.cost), horizon=cfg.horizon, label=cfg.label(),
-        portfolio=cfg.model_dump(mode="json"), execution=cfg.execution.model_dump(mode="json"),
+        portfolio=cfg.model_dump(mode="json"),
+        execution=ExecutionAnswer.model_validate(cfg.execution.model_dump(mode="json")),
         universe=list(pm.symbols), model_version=version,
         feature_timestamp=decision_close.to_pydatetime())
 
@@ -210,7 +212,8 @@ def _stale(pm: PortfolioModel, weights: Mapping[str, float], version: str,
         status="stale", weights=None, reason="stale", coins=coins, gross=None, net=None,
         beta=None, volatility=None, expected_gain=None, cost=None, horizon=cfg.horizon,
         label=cfg.label(), portfolio=cfg.model_dump(mode="json"),
-        execution=cfg.execution.model_dump(mode="json"), universe=list(pm.symbols),
+        execution=ExecutionAnswer.model_validate(cfg.execution.model_dump(mode="json")),
+        universe=list(pm.symbols),
         model_version=version, feature_timestamp=when)
 
 

@@ -34,6 +34,7 @@ from candlecast.trading.signals import (
     HttpSignalClient,
     SignalUnavailable,
     _execution,
+    ask_until_fresh,
     candles_payload,
 )
 
@@ -119,18 +120,6 @@ def fetch_fresh_portfolio(
     """Ask ``client.portfolio`` for the book's targets at the candle closing at ``close``,
     retrying ``signal_retries`` times with doubling backoff; ``(answer, "")`` when fresh,
     else ``(None, why)``."""
-    why = ""
-    for attempt in range(config.signal_retries + 1):
-        if attempt:
-            sleep(min(config.signal_backoff_max_s,
-                      config.signal_backoff_s * 2 ** (attempt - 1)))
-        try:
-            answer = client.portfolio(config.exchange, config.timeframe, candles, positions)
-        except SignalUnavailable as error:
-            why = str(error)
-            continue
-        if answer.is_fresh(close, config.max_signal_lag_s):
-            return answer, ""
-        why = (f"{answer.status} portfolio answer (feature_timestamp "
-               f"{answer.feature_timestamp}, candle close {close})")
-    return None, why
+    return ask_until_fresh(
+        lambda: client.portfolio(config.exchange, config.timeframe, candles, positions),
+        close, config, sleep, "portfolio answer")

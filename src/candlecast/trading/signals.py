@@ -379,21 +379,33 @@ def fetch_fresh_signal(
     ``bars_held``, retrying ``signal_retries`` times with doubling backoff. Returns
     ``(signal, "")`` when fresh, else ``(None, why)``."""
     close = bar.close_time(int(series.step.value))
+
+    def ask() -> Signal:
+        if config.signal_endpoint == "predict":
+            return client.predict(series, recent, position, bars_held)
+        return client.signal(series, position, bars_held)
+
+    return ask_until_fresh(ask, close, config, sleep, "signal")
+
+
+def ask_until_fresh(ask: Callable[[], Any], close: pd.Timestamp, config: Any,
+                    sleep: Callable[[float], None], what: str) -> tuple[Any, str]:
+    """``ask()`` until it answers fresh for the candle closing at ``close`` (an answer with
+    ``is_fresh``, ``status``, ``feature_timestamp``), retrying ``signal_retries`` times with
+    doubling backoff; ``(answer, "")``, else ``(None, why)``. The one retry rule of the signal
+    and the portfolio contracts."""
     why = ""
     for attempt in range(config.signal_retries + 1):
         if attempt:
             sleep(min(config.signal_backoff_max_s,
                       config.signal_backoff_s * 2 ** (attempt - 1)))
         try:
-            if config.signal_endpoint == "predict":
-                sig = client.predict(series, recent, position, bars_held)
-            else:
-                sig = client.signal(series, position, bars_held)
+            answer = ask()
         except SignalUnavailable as error:
             why = str(error)
             continue
-        if sig.is_fresh(close, config.max_signal_lag_s):
-            return sig, ""
-        why = (f"{sig.status} signal (feature_timestamp {sig.feature_timestamp}, "
+        if answer.is_fresh(close, config.max_signal_lag_s):
+            return answer, ""
+        why = (f"{answer.status} {what} (feature_timestamp {answer.feature_timestamp}, "
                f"candle close {close})")
     return None, why
