@@ -78,6 +78,8 @@ def _score(sharpe, log_loss=0.690, bars=1000, calmar=None):
         (_score(1.0), None, "first", "champion", "no champion yet"),
         (_score(1.2), _score(1.0), "same-window", "champion", "beats champion"),
         (_score(1.0), _score(1.0), "same-window", "challenger", "does not beat"),
+        # the stored score's 12 digits: a recomputation of the same run is not an improvement
+        (_score(4.68000000000003), _score(4.68), "same-window", "challenger", "does not beat"),
         (_score(0.9), _score(1.0), "after-champion-training", "challenger", "does not beat"),
         (_score(2.0, bars=10), _score(1.0), "after-champion-training", "challenger",
          "only 10 comparable bars"),

@@ -229,7 +229,8 @@ def _the_champion_moves_only_on_improvement(paths, params, first, again):
     name = params.ensemble.registered_model
     client = MlflowClient()
     assert again["register"]["registered_version"] == "2"
-    assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "1", \
+        (again["register"]["decision"], first["register"]["decision"])
     challenger = client.get_model_version_by_alias(name, "challenger")
     assert str(challenger.version) == "2"
     assert challenger.tags["decision.basis"] == "same-window"

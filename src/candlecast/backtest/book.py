@@ -15,7 +15,7 @@ import pandas as pd
 
 from candlecast.backtest import metrics as m
 from candlecast.backtest.result import BacktestResult
-from candlecast.backtest.summary import json_safe
+from candlecast.backtest.summary import curve_metrics, json_safe
 
 
 def sum_curves(curves: Sequence[pd.Series], initial: Sequence[float]) -> pd.Series:
@@ -48,7 +48,7 @@ def book_summary(results: Sequence[BacktestResult]) -> dict[str, Any]:
     costs = {k: float(sum(r.costs[k] for r in results)) for k in results[0].costs}
     notional = sum(r.traded_notional for r in results)
     return json_safe({
-        **m.curve_metrics(equity, bpy),
+        **curve_metrics(equity, bpy),
         "trade_count": int(sum(len(r.trades) for r in results)),
         "exposure": float(np.mean([m.exposure(r.position) for r in results])),
         "annual_turnover": m.annual_turnover(notional, equity, bpy),

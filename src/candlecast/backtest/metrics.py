@@ -114,20 +114,3 @@ def annual_turnover(traded_notional: float, equity: np.ndarray, bars_per_year: f
         return NAN
     return traded_notional / mean_equity / years
 
-
-def curve_metrics(equity: np.ndarray, bars_per_year: float) -> dict[str, float]:
-    """The headline numbers of one equity curve (initial equity first): final equity, total
-    and annualized return, volatility, Sharpe, Sortino, Calmar, maximum drawdown and its
-    duration. The one definition the per-series, book and portfolio summaries share."""
-    returns = simple_returns(equity)
-    return {
-        "final_equity": float(equity[-1]),
-        "total_return": total_return(equity),
-        "annualized_return": annualized_return(equity, bars_per_year),
-        "annualized_volatility": annualized_volatility(returns, bars_per_year),
-        "sharpe": sharpe_ratio(returns, bars_per_year),
-        "sortino": sortino_ratio(returns, bars_per_year),
-        "calmar": calmar_ratio(equity, bars_per_year),
-        "max_drawdown": max_drawdown(equity),
-        "max_drawdown_duration_bars": max_drawdown_duration(equity),
-    }

@@ -11,7 +11,7 @@ import pandas as pd
 
 from candlecast.backtest import metrics as m
 from candlecast.backtest.portfolio import PortfolioResult
-from candlecast.backtest.summary import json_safe
+from candlecast.backtest.summary import curve_metrics, json_safe
 
 
 def equity_with_start(result: PortfolioResult) -> np.ndarray:
@@ -34,7 +34,7 @@ def book_metrics(result: PortfolioResult) -> dict[str, Any]:
     bpy = result.bars_per_year
     notional = sum(result.traded_notional().values())
     return json_safe({
-        **m.curve_metrics(equity, bpy),
+        **curve_metrics(equity, bpy),
         "trade_count": positions_opened(result),
         "fills": int(sum(len(log) for log in result.logs.values())),
         "exposure": float(result.gross.mean()),

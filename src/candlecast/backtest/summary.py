@@ -41,6 +41,22 @@ def trade_equity_returns(result: BacktestResult) -> np.ndarray:
     return closed["pnl"].to_numpy() / before
 
 
+def curve_metrics(equity: np.ndarray, bars_per_year: float) -> dict[str, float]:
+    """Return and risk numbers of an equity curve whose first value is the start."""
+    returns = m.simple_returns(equity)
+    return {
+        "final_equity": float(equity[-1]),
+        "total_return": m.total_return(equity),
+        "annualized_return": m.annualized_return(equity, bars_per_year),
+        "annualized_volatility": m.annualized_volatility(returns, bars_per_year),
+        "sharpe": m.sharpe_ratio(returns, bars_per_year),
+        "sortino": m.sortino_ratio(returns, bars_per_year),
+        "calmar": m.calmar_ratio(equity, bars_per_year),
+        "max_drawdown": m.max_drawdown(equity),
+        "max_drawdown_duration_bars": m.max_drawdown_duration(equity),
+    }
+
+
 def summarize(
     result: BacktestResult,
     bootstrap_samples: int = 200,
@@ -54,7 +70,7 @@ def summarize(
     trades = result.trades
     closed_pnl = trades.loc[trades["closed"], "pnl"].to_numpy()
     out: dict[str, Any] = {
-        **m.curve_metrics(equity, bpy),
+        **curve_metrics(equity, bpy),
         **m.trade_statistics(closed_pnl),
         "exposure": m.exposure(result.position),
         "annual_turnover": m.annual_turnover(result.traded_notional, equity, bpy),

@@ -28,6 +28,7 @@ from typing import Literal
 
 Basis = Literal["first", "same-window", "after-champion-training", "not-comparable", "deferred"]
 Criterion = Literal["sharpe", "calmar"]
+_SAME = 1e-9
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,8 @@ def decide_champion(
         return out("challenger", f"log loss guard: {new.log_loss:.6f} is more than "
                    f"{log_loss_tolerance:g} above the champion's {champion.log_loss:.6f}")
     theirs = champion.value(criterion)
-    if value > theirs or not math.isfinite(theirs):
+    # a stored score carries 12 significant digits: closer than that is the same number
+    if value > theirs + _SAME * max(1.0, abs(theirs)) or not math.isfinite(theirs):
         return out("champion", f"beats champion v{champion_version}: net {criterion} "
                    f"{value:.3f} > {theirs:.3f} on {new.bars} bars ({basis})")
     return out("challenger", f"does not beat champion v{champion_version}: net {criterion} "

@@ -121,15 +121,22 @@ class TuningResult:
 def rdb_storage(url: str) -> Any:
     """Optuna's RDB storage at ``url``; SQLite waits up to a minute for a lock (several task
     runner workers may write their folds' studies into one file) instead of failing at once."""
+    import time
+
     import optuna
-    from sqlalchemy.exc import IntegrityError
+    from sqlalchemy.exc import DBAPIError
 
     engine: dict[str, Any] = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {
         "pool_pre_ping": True}
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine)
-    except IntegrityError:  # another worker created the schema at the same moment: it exists
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine)
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine)
+        except DBAPIError:  # another worker was creating the schema at the same moment
+            # (SQLite: IntegrityError; PostgreSQL: UniqueViolation / DuplicateTable): retry
+            if attempt == 4:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _fresh_study(url: str | None, study_name: str, sampler: Any, pruner: Any) -> Any:

@@ -114,7 +114,7 @@ def promote_command(
     root: RootOption = Path(), params: ParamsOption = None,
 ) -> None:
     """Make a registered ensemble version the champion by hand (recorded in the history)."""
-    from candlecast.ops.scoring import setup_mlflow
+    from candlecast.ops.context import setup_mlflow
     from candlecast.tracking.aliases import move_champion
 
     loaded, paths = _context(root, params)
@@ -141,7 +141,7 @@ def rollback_command(
     """Restore the previous champion (ops.previous_champion of the current one)."""
     from mlflow.exceptions import MlflowException
 
-    from candlecast.ops.scoring import setup_mlflow
+    from candlecast.ops.context import setup_mlflow
     from candlecast.tracking.aliases import rollback
 
     loaded, paths = _context(root, params)
@@ -162,7 +162,7 @@ def rollback_command(
 @ops_app.command("history")
 def history_command(root: RootOption = Path(), params: ParamsOption = None) -> None:
     """The champion alias history (promotions and rollbacks, newest last)."""
-    from candlecast.ops.scoring import setup_mlflow
+    from candlecast.ops.context import setup_mlflow
     from candlecast.tracking.aliases import champion_history
 
     loaded, paths = _context(root, params)

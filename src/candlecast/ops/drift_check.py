@@ -24,7 +24,7 @@ from candlecast.features import feature_names
 from candlecast.monitoring.alerts import Notifier, NullNotifier
 from candlecast.monitoring.drift import drift_verdict
 from candlecast.monitoring.report import build_report, write_drift_outputs
-from candlecast.ops.scoring import (
+from candlecast.ops.context import (
     load_training_set,
     project_lineage,
     setup_mlflow,

@@ -30,13 +30,13 @@ from candlecast.common.uris import absolute_sqlite_uri
 from candlecast.config import Params
 from candlecast.data.schema import timeframe_to_timedelta
 from candlecast.monitoring.alerts import Notifier, NullNotifier
-from candlecast.ops.promotion import decide_promotion, first_unseen_time, holdout_cut
-from candlecast.ops.scoring import (
+from candlecast.ops.context import (
     load_training_set,
     project_lineage,
     setup_mlflow,
     trained_until,
 )
+from candlecast.ops.promotion import decide_promotion, first_unseen_time, holdout_cut
 from candlecast.pipeline.paths import Paths
 from candlecast.pipeline.runner import decision_plan, run_stage, zoo_plan
 from candlecast.pipeline.scoring import score_registered, trade_forecasts
