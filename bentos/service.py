@@ -2,7 +2,8 @@
 
 Routes: ``POST /signal`` (latest Feast features -> signal; async: a request whose model input
 was answered before is answered on the event loop, new model work runs in a worker thread), ``POST /predict`` (candles in the
-request -> signal), ``POST``/``GET /metadata`` (lineage), ``POST /reload`` (pick up a new
+request -> signal), ``POST /portfolio`` (candles of every coin -> the book's target
+weights), ``POST``/``GET /metadata`` (lineage), ``POST /reload`` (pick up a new
 champion without dropping requests; needs ``Authorization: Bearer $CANDLECAST_CONTROL_TOKEN``), plus BentoML's ``/livez``,
 ``/readyz`` (ready once the model is loaded), ``/metrics`` and the OpenAPI page at ``/``
 (``/docs.json``). Configuration: ``CANDLECAST_SERVING_CONFIG`` (a JSON ServingConfig),
@@ -27,6 +28,8 @@ from candlecast.common.auth import control_token_from_env
 from candlecast.serving.guard import GuardSettings, RequestGuard
 from candlecast.serving.schemas import (
     MetadataResponse,
+    PortfolioRequest,
+    PortfolioResponse,
     PredictRequest,
     RequestError,
     SeriesRequest,
@@ -36,7 +39,8 @@ from candlecast.serving.schemas import (
 GUARD = GuardSettings()
 
 
-def _respond(result: SignalResponse | RequestError) -> SignalResponse | JSONResponse:
+def _respond(result: SignalResponse | PortfolioResponse | RequestError
+             ) -> SignalResponse | PortfolioResponse | JSONResponse:
     if isinstance(result, RequestError):
         return JSONResponse(result.body(), status_code=result.status)
     return result
@@ -94,6 +98,16 @@ class SignalService:
             position=position, bars_held=bars_held,
         )
         return _respond(self.server.handle("predict", request))  # type: ignore[return-value]
+
+    @bentoml.api(input_spec=PortfolioRequest, output_spec=PortfolioResponse)
+    def portfolio(self, exchange: str, timeframe: str, candles: dict,
+                  positions: dict | None = None) -> PortfolioResponse:
+        """Closed candles of every coin of the universe and the book held -> the portfolio
+        constructor's target weights for the whole universe (stateless; see
+        docs/portfolio.md)."""
+        request = PortfolioRequest.model_construct(
+            exchange=exchange, timeframe=timeframe, candles=candles, positions=positions or {})
+        return _respond(self.server.handle_portfolio(request))  # type: ignore[return-value]
 
     @bentoml.api(output_spec=MetadataResponse)
     def metadata(self) -> MetadataResponse:

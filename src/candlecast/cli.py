@@ -102,6 +102,34 @@ def zoo(root: RootOption = Path(), params: ParamsOption = None) -> None:
     typer.echo(json.dumps(results, indent=2, default=str))
 
 
+@app.command("portfolio")
+def portfolio(
+    root: RootOption = Path(),
+    profile: Annotated[Path | None, typer.Option(
+        "--profile", help="Params profile merged over params.yaml (default: "
+        "profiles/portfolio.yaml).")] = None,
+    start: Annotated[str | None, typer.Option(
+        "--from", help="Start at this stage (e.g. portfolio-backtest); earlier outputs are "
+        "reused.")] = None,
+    only: Annotated[str | None, typer.Option("--only", help="Run only this stage.")] = None,
+) -> None:
+    """The portfolio path: the five bundled coins as ONE book. In its own workspace
+    (portfolio/): ingest, validate, features, cross-section, Feast, the pooled zoo on the
+    return relative to the basket, the book's construction chosen walk-forward, its backtest
+    beside the equal-weight basket and BTC buy-and-hold, the registered model. Then
+    `candlecast report`. The default pipeline (make run) is not touched (docs/portfolio.md)."""
+    from candlecast.pipeline.portfolio_run import run_portfolio_path
+
+    _setup_logging()
+    try:
+        results = run_portfolio_path(root.resolve(), profile, start=start, only=only,
+                                     progress=lambda line: typer.echo(line, err=True))
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        _fail(exc)
+    typer.echo(json.dumps({"workspace": results["workspace"], "seconds": results["seconds"]},
+                          indent=2))
+
+
 def _mount_trade() -> None:
     from candlecast.trading.cli import trade_app
 
@@ -185,18 +213,33 @@ def report(
     root: RootOption = Path(),
     markdown: Annotated[bool, typer.Option("--markdown", help="Print Markdown tables (the "
                                            "README's) instead of rich tables.")] = False,
+    portfolio: Annotated[bool | None, typer.Option(
+        "--portfolio/--no-portfolio", help="Only the portfolio path's report (or none of it); "
+        "default: both, the portfolio's when `candlecast portfolio` has run.")] = None,
 ) -> None:
     """The backtest's results as tables: the walk-forward policy beside buy-and-hold and the
-    rule baselines (the book and each series), per fold, DSR and PBO, the targets checked."""
+    rule baselines (the book and each series), per fold, DSR and PBO, the targets checked;
+    then the portfolio (the five coins as one book) beside the equal-weight basket and BTC
+    buy-and-hold, per coin, per fold with the ranking's rank IC and ICIR."""
+    from candlecast.pipeline import portfolio_report
     from candlecast.pipeline.report import load_summary, render
 
+    root = root.resolve()
+    texts = []
+    policy_summary = root / "reports" / "backtest" / "summary.json"
+    book = portfolio_report.summary_path(root)
     try:
-        summary = load_summary(root.resolve())
+        if portfolio is False or (portfolio is None and (policy_summary.exists()
+                                                         or not book.exists())):
+            texts.append(render(load_summary(root), markdown=markdown))
+        if portfolio is True or (portfolio is None and book.exists()):
+            texts.append(portfolio_report.render(portfolio_report.load_summary(root),
+                                                 markdown=markdown))
     except FileNotFoundError as exc:
         _fail(exc)
-    text = render(summary, markdown=markdown)
-    if text is not None:
-        typer.echo(text)
+    for text in texts:
+        if text is not None:
+            typer.echo(text)
 
 
 @app.command("check-params")

@@ -27,7 +27,8 @@ from candlecast.data.ingest import CcxtIngestConfig
 from candlecast.data.sample import DATASETS
 from candlecast.data.schema import SeriesId, timeframe_to_timedelta
 from candlecast.evaluation.splits import WalkForwardConfig
-from candlecast.features import FeatureConfig, LabelConfig
+from candlecast.features import FeatureConfig, LabelConfig, feature_names
+from candlecast.features.cross_section import CrossSectionConfig
 from candlecast.models.baselines import BaselineConfig
 from candlecast.models.chronos_config import ChronosConfig, check_checkpoint
 from candlecast.models.lightgbm_model import LightGBMHyperparams
@@ -39,6 +40,7 @@ from candlecast.models.registry import (
 )
 from candlecast.ops.config import OpsConfig
 from candlecast.policy.config import PolicyConfig, PolicySearchSpace, PolicyTuning
+from candlecast.portfolio.config import PortfolioParams
 from candlecast.risk.config import RiskConfig
 from candlecast.serving.config import ServingConfig
 from candlecast.trading.config import TradeConfig
@@ -332,6 +334,10 @@ class Params(_Frozen):
     #: where the stages' units of work run (task runner; docs/scale-out.md). Not a DVC param
     #: of any stage: the runner never changes a result (tested)
     compute: ComputeConfig = ComputeConfig()
+    #: cross-sectional features of the universe (off unless the portfolio path runs)
+    cross_section: CrossSectionConfig = Field(default_factory=CrossSectionConfig)
+    #: many coins in one book (docs/portfolio.md): `candlecast portfolio`
+    portfolio: PortfolioParams = Field(default_factory=PortfolioParams)
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
@@ -369,6 +375,8 @@ class Params(_Frozen):
                 f"regime.trend_window ({trend_window}) must be one of features.return_horizons "
                 f"{list(self.features.return_horizons)}: regimes read the logret_<window> feature"
             )
+        if self.cross_section.enabled:
+            self._portfolio_consistent()
         folds = self.walk_forward.max_folds
         needed = self.ensemble.min_train_folds + self.ensemble.decision_folds
         if folds is not None and folds < needed:
@@ -378,6 +386,24 @@ class Params(_Frozen):
                 "later folds only"
             )
         return self
+
+    def _portfolio_consistent(self) -> None:
+        """The cross-section's inputs exist; the portfolio's horizons are trained."""
+        self.cross_section.check(feature_names(self.features), self.ingest.symbols)
+        unknown = [h for h in self.cross_section.relative_horizons
+                   if h not in self.features.return_horizons]
+        if unknown:
+            raise ValueError(f"cross_section.relative_horizons {unknown} are not in "
+                             f"features.return_horizons {list(self.features.return_horizons)}")
+        pf = self.portfolio
+        untrained = [h for h in (*pf.search.horizons, pf.default.horizon)
+                     if h not in self.models.horizons]
+        if untrained:
+            raise ValueError(f"portfolio horizons {sorted(set(untrained))} are not trained: add "
+                             f"them to models.horizons {list(self.models.horizons)}")
+        if pf.baselines.hold_symbol not in self.ingest.symbols:
+            raise ValueError(f"portfolio.baselines.hold_symbol {pf.baselines.hold_symbol!r} is "
+                             f"not in ingest.symbols {list(self.ingest.symbols)}")
 
     @property
     def label_horizon(self) -> int:

@@ -14,8 +14,11 @@ ROWS = 3000
 SYMBOLS = ["BTC/USD", "ETH/USD"]
 
 
-def make_mini_project(repo_root: Path, target: Path, overrides: dict | None = None) -> Path:
-    """Copy the project's pipeline files into ``target`` with the first ``ROWS`` real candles."""
+def make_mini_project(repo_root: Path, target: Path, overrides: dict | None = None,
+                      symbols: list[str] | None = None) -> Path:
+    """Copy the project's pipeline files into ``target`` with the first ``ROWS`` real candles
+    of ``symbols`` (default :data:`SYMBOLS`)."""
+    symbols = list(symbols or SYMBOLS)
     target.mkdir(parents=True, exist_ok=True)
     for name in ("dvc.yaml", ".dvcignore", "pyproject.toml", "README.md", "requirements.lock"):
         shutil.copy(repo_root / name, target / name)
@@ -34,7 +37,7 @@ def make_mini_project(repo_root: Path, target: Path, overrides: dict | None = No
     )
     sample = target / "data" / "sample" / "bitfinex_30m"
     sample.mkdir(parents=True)
-    for symbol in SYMBOLS:
+    for symbol in symbols:
         name = f"{symbol.split('/')[0]}.csv.gz"
         lines = gzip.decompress((repo_root / "data/sample/bitfinex_30m" / name).read_bytes())
         head = b"\n".join(lines.split(b"\n")[: ROWS + 1]) + b"\n"
@@ -42,7 +45,7 @@ def make_mini_project(repo_root: Path, target: Path, overrides: dict | None = No
     # the source tree is a DVC dependency of the stages; link it so paths resolve
     (target / "src").symlink_to(repo_root / "src")
     params = yaml.safe_load((repo_root / "params.yaml").read_text())
-    params["ingest"]["symbols"] = SYMBOLS
+    params["ingest"]["symbols"] = symbols
     params["train"]["lightgbm"]["n_estimators"] = 60
     params["train"]["lightgbm"]["min_child_samples"] = 50
     # the model zoo runs the `quick` profile: the same code, sized for ROWS candles per series;

@@ -113,3 +113,4 @@ def annual_turnover(traded_notional: float, equity: np.ndarray, bars_per_year: f
     if years <= 0 or mean_equity <= 0:
         return NAN
     return traded_notional / mean_equity / years
+

@@ -92,6 +92,15 @@ def deflated_sharpe_ratio(
             "sharpe_variance": variance, "skew": skew, "kurtosis": kurt, "n_obs": n_obs}
 
 
+def per_period_sharpes(returns: np.ndarray | None) -> np.ndarray | None:
+    """Per-period Sharpe ratio of each column of a (bars x trials) return matrix (0 where a
+    column does not move): the spread of trial Sharpes that deflates the selected one."""
+    if returns is None:
+        return None
+    std = returns.std(axis=0, ddof=1)
+    return np.divide(returns.mean(axis=0), std, out=np.zeros(returns.shape[1]), where=std > 0)
+
+
 def _sharpe_columns(block: np.ndarray) -> np.ndarray:
     sd = block.std(axis=0, ddof=1)
     with np.errstate(divide="ignore", invalid="ignore"):

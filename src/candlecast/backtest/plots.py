@@ -47,3 +47,29 @@ def report_png(equity_curves: pd.DataFrame, drawdown_curves: pd.DataFrame,
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return buffer.getvalue()
+
+
+def exposure_png(exposure: pd.DataFrame) -> bytes:
+    """A book's weights per coin (stacked, long above zero, short below) with its gross and
+    net exposure, over time (``timestamp``, ``gross``, ``net`` and one column per coin)."""
+    fig = Figure(figsize=(10, 4), dpi=80)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    x = pd.to_datetime(exposure["timestamp"], utc=True).dt.tz_localize(None)
+    coins = [c for c in exposure.columns if c not in ("step", "timestamp", "gross", "net")]
+    values = exposure[coins].to_numpy(dtype=float)
+    ax.stackplot(x, values.clip(min=0).T, labels=coins, alpha=0.6)
+    ax.stackplot(x, values.clip(max=0).T, alpha=0.6)
+    ax.plot(x, exposure["gross"].to_numpy(), color="black", linewidth=1.0, label="gross")
+    ax.plot(x, exposure["net"].to_numpy(), color="grey", linewidth=1.0, linestyle="--",
+            label="net")
+    ax.set_ylabel("weight (fraction of equity)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8, ncol=4)
+    locator = AutoDateLocator(maxticks=8)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+    fig.subplots_adjust(left=0.08, right=0.98, top=0.95, bottom=0.12)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()

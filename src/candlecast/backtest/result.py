@@ -13,8 +13,25 @@ from candlecast.backtest.ledger import FillLog, fills_frame, trades_frame
 DECISION_COLUMNS = ("timestamp", "bar", "action", "reason", "side", "qty", "notes", "detail")
 
 
+class EquityCurve:
+    """What a result with ``name``, ``timestamps`` and per-bar ``equity`` offers (one
+    series' backtest and a portfolio book alike)."""
+
+    name: str
+    timestamps: pd.DatetimeIndex
+    equity: np.ndarray
+
+    @property
+    def final_equity(self) -> float:
+        return float(self.equity[-1])
+
+    @property
+    def equity_series(self) -> pd.Series:
+        return pd.Series(self.equity, index=self.timestamps, name=self.name)
+
+
 @dataclass
-class BacktestResult:
+class BacktestResult(EquityCurve):
     """One strategy's backtest on one symbol.
 
     ``equity``/``position``/``funding_paid`` are per bar at the close; ``position`` is signed
@@ -36,14 +53,6 @@ class BacktestResult:
     log: FillLog = field(repr=False)
     decision_rows: list[tuple] = field(default_factory=list, repr=False)
 
-    @property
-    def final_equity(self) -> float:
-        return float(self.equity[-1])
-
-    @property
-    def equity_series(self) -> pd.Series:
-        return pd.Series(self.equity, index=self.timestamps, name=self.name)
-
     @cached_property
     def fills(self) -> pd.DataFrame:
         return fills_frame(self.log, self.timestamps)
@@ -54,13 +63,7 @@ class BacktestResult:
 
     @cached_property
     def decisions(self) -> pd.DataFrame:
-        rows = [(b, str(a), str(r), sd, q, nt if isinstance(nt, str) else ",".join(map(str, nt)),
-                 dt if isinstance(dt, str) else f"level {dt:.6g}")
-                for b, a, r, sd, q, nt, dt in self.decision_rows]
-        frame = pd.DataFrame(rows, columns=list(DECISION_COLUMNS[1:]))
-        bars = frame["bar"].to_numpy(dtype=np.int64)
-        frame.insert(0, "timestamp", self.timestamps[bars] if len(frame) else self.timestamps[:0])
-        return frame
+        return decisions_frame(self.decision_rows, self.timestamps)
 
     @property
     def costs(self) -> dict[str, float]:
@@ -74,3 +77,19 @@ class BacktestResult:
     @property
     def traded_notional(self) -> float:
         return float(np.dot(self.log.qty, self.log.price)) if len(self.log) else 0.0
+
+
+def decisions_frame(rows: list[tuple], timestamps: pd.DatetimeIndex,
+                    keys: tuple[str, ...] = ("bar",)) -> pd.DataFrame:
+    """Decision rows as the loop recorded them (``keys``, then action, reason, side, qty,
+    notes, detail) as strings: ``notes`` a tuple of reasons joined, ``detail`` a string or the
+    float level of a resting stop/target; the bar's timestamp first."""
+    k = len(keys)
+    text = [(*row[:k], str(row[k]), str(row[k + 1]), row[k + 2], row[k + 3],
+             row[k + 4] if isinstance(row[k + 4], str) else ",".join(map(str, row[k + 4])),
+             row[k + 5] if isinstance(row[k + 5], str) else f"level {row[k + 5]:.6g}")
+            for row in rows]
+    frame = pd.DataFrame(text, columns=[*keys, *DECISION_COLUMNS[2:]])
+    bars = frame["bar"].to_numpy(dtype=np.int64)
+    frame.insert(0, "timestamp", timestamps[bars] if len(frame) else timestamps[:0])
+    return frame

@@ -81,3 +81,69 @@ def build_definitions(
         name=service_name, features=[view], description="Features the direction model reads."
     )
     return FeastObjects(entity, source, view, service)
+
+
+UNIVERSE_ENTITY = "universe"
+UNIVERSE_KEY = "universe_id"
+COIN_VIEW = "coin_cross_section"
+UNIVERSE_VIEW = "universe_features"
+
+
+@dataclass(frozen=True)
+class CrossSectionObjects:
+    """The portfolio path's Feast objects: one view per level (the coin's place in the
+    universe keyed by series, the universe's own features keyed by universe) and the pooled
+    model's FeatureService over the candle view and both."""
+
+    entity: Entity
+    coin_source: FileSource
+    coin_view: FeatureView
+    universe_source: FileSource
+    universe_view: FeatureView
+    service: FeatureService
+
+    def all(self) -> list[object]:
+        return [self.entity, self.coin_source, self.coin_view, self.universe_source,
+                self.universe_view, self.service]
+
+
+def build_cross_section_definitions(
+    base: FeastObjects,
+    coin_features: Sequence[str],
+    universe_features: Sequence[str],
+    coin_source_path: str,
+    universe_source_path: str,
+    service_name: str,
+    ttl: timedelta,
+) -> CrossSectionObjects:
+    """Entity ``universe`` (key ``universe_id`` = ``exchange:timeframe:SYM1,SYM2,...``), the
+    ``coin_cross_section`` view (keyed by the candle view's ``series`` entity) and the
+    ``universe_features`` view, both on the Parquet the ``cross-section`` stage writes, and the
+    FeatureService ``service_name`` over the candle view and both (point in time: each row's
+    event timestamp is the close of the bar it describes)."""
+    universe = Entity(name=UNIVERSE_ENTITY, join_keys=[UNIVERSE_KEY],
+                      value_type=ValueType.STRING,
+                      description="A universe of coins traded as one book.")
+    coin_source = FileSource(name="coin_cross_section_source", path=coin_source_path,
+                             timestamp_field=EVENT_TIMESTAMP,
+                             created_timestamp_column=CREATED_TIMESTAMP,
+                             description="Each coin against the universe at the bar.")
+    universe_source = FileSource(name="universe_features_source", path=universe_source_path,
+                                 timestamp_field=EVENT_TIMESTAMP,
+                                 created_timestamp_column=CREATED_TIMESTAMP,
+                                 description="The universe's basket-level features.")
+    coin_view = FeatureView(
+        name=COIN_VIEW, entities=[base.entity], ttl=ttl,
+        schema=[Field(name=n, dtype=Float64) for n in coin_features], source=coin_source,
+        online=True, description="Rank, z-score, relative return, beta and residual of a coin "
+        "within its universe (point in time).", tags={"owner": "candlecast"})
+    universe_view = FeatureView(
+        name=UNIVERSE_VIEW, entities=[universe], ttl=ttl,
+        schema=[Field(name=n, dtype=Float64) for n in universe_features],
+        source=universe_source, online=True,
+        description="Market return, dispersion, breadth and volatility of the universe.",
+        tags={"owner": "candlecast"})
+    service = FeatureService(name=service_name, features=[base.view, coin_view, universe_view],
+                             description="Features the pooled cross-sectional model reads.")
+    return CrossSectionObjects(universe, coin_source, coin_view, universe_source,
+                               universe_view, service)

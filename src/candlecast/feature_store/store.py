@@ -54,12 +54,13 @@ def open_store(repo_path: Path, config_file: str = "feature_store.yaml") -> Feat
     return FeatureStore(repo_path=str(repo_path), fs_yaml_file=repo_path / config_file)
 
 
-def materialize_all(store: FeatureStore, start: pd.Timestamp, end: pd.Timestamp) -> None:
-    """Load the latest feature row per series in ``[start, end]`` into the online store."""
+def materialize_all(store: FeatureStore, start: pd.Timestamp, end: pd.Timestamp,
+                    views: Sequence[str] = (FEATURE_VIEW,)) -> None:
+    """Load the latest row per entity in ``[start, end]`` of ``views`` into the online store."""
     store.materialize(
         start_date=start.to_pydatetime() - timedelta(seconds=1),
         end_date=end.to_pydatetime() + timedelta(seconds=1),
-        feature_views=[FEATURE_VIEW],
+        feature_views=list(views),
     )
 
 

@@ -38,6 +38,7 @@ from candlecast.backtest.book import book_curve, book_equity, book_summary, sum_
 from candlecast.backtest.metrics import drawdown_curve, simple_returns
 from candlecast.backtest.overfitting import (
     deflated_sharpe_ratio,
+    per_period_sharpes,
     probability_of_backtest_overfitting,
 )
 from candlecast.backtest.rules import rule_targets
@@ -176,7 +177,7 @@ def run_backtest(params: Params, paths: Paths) -> dict[str, object]:
         trial_returns = (np.column_stack([simple_returns(np.concatenate(
             [[params.backtest.run.initial_equity], e])) for e in curves.values()])
             if len(curves) >= 2 else None)
-        sharpes = _sharpes(trial_returns)
+        sharpes = per_period_sharpes(trial_returns)
         report = build_report(
             results, lineage, n_trials=n_trials(params, candidates, len(curves)),
             title=f"{series.key}: walk-forward policy vs baselines (net of costs)",
@@ -205,13 +206,6 @@ def run_backtest(params: Params, paths: Paths) -> dict[str, object]:
             "overfitting": overfitting}
 
 
-def _sharpes(returns: np.ndarray | None) -> np.ndarray | None:
-    if returns is None:
-        return None
-    std = returns.std(axis=0, ddof=1)
-    return np.divide(returns.mean(axis=0), std, out=np.zeros(returns.shape[1]), where=std > 0)
-
-
 def _book_overfitting(params: Params, policy: list[BacktestResult],
                       universe: dict[str, list[pd.Series]], candidates: int
                       ) -> dict[str, Any]:
@@ -230,7 +224,7 @@ def _book_overfitting(params: Params, policy: list[BacktestResult],
                            "search_candidates": candidates}
     if len(returns) >= 3 and np.std(returns) > 0:
         out["deflated_sharpe"] = deflated_sharpe_ratio(returns, trials,
-                                                       trial_sharpes=_sharpes(matrix))
+                                                       trial_sharpes=per_period_sharpes(matrix))
     else:
         out["deflated_sharpe"] = {"dsr": None, "note": "the policy never traded"}
     if matrix is not None:

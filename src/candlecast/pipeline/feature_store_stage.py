@@ -1,4 +1,12 @@
-"""`feature-store` stage: feast apply, materialize the online store, build the training set."""
+"""`feature-store` stage: feast apply, materialize the online store, build the training set.
+
+On the portfolio path (``cross_section.enabled``) the cross-sectional views are materialized
+too, and the training set is the point-in-time join of the pooled model's service (candle,
+coin and universe views) onto the RELATIVE targets: the zoo trains on whatever target the
+training set names, so here ``fwd_logret_<h>`` / ``label_up_<h>`` hold each coin's forward
+return relative to the basket and its sign (the absolute return is kept as
+``abs_fwd_logret_<h>``).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +16,14 @@ import pandas as pd
 
 from candlecast.config import Params
 from candlecast.data.store import write_parquet_atomic
-from candlecast.feature_store.definitions import EVENT_TIMESTAMP, JOIN_KEY
+from candlecast.feature_store.definitions import (
+    COIN_VIEW,
+    EVENT_TIMESTAMP,
+    FEATURE_VIEW,
+    JOIN_KEY,
+    UNIVERSE_KEY,
+    UNIVERSE_VIEW,
+)
 from candlecast.feature_store.store import (
     feast_apply,
     historical_features,
@@ -38,15 +53,18 @@ def run_feature_store(params: Params, paths: Paths) -> dict[str, object]:
     feast_apply(paths.feature_repo, config_file)
     store = open_store(paths.feature_repo, config_file)
     start, end = features[EVENT_TIMESTAMP].min(), features[EVENT_TIMESTAMP].max()
-    log.info("materializing the online store, %s .. %s", start, end)
-    materialize_all(store, start, end)
-
-    label_cols = [c for c in labels.columns if c.startswith(("label_", "fwd_"))]
-    entity_df = labels[[JOIN_KEY, EVENT_TIMESTAMP, "timestamp", *label_cols]].rename(
-        columns={"timestamp": "candle_timestamp"}
-    )
-    log.info("point-in-time join of %d entity rows", len(entity_df))
-    dataset = historical_features(store, entity_df, params.feature_store.feature_service)
+    portfolio = params.cross_section.enabled
+    views = (FEATURE_VIEW, COIN_VIEW, UNIVERSE_VIEW) if portfolio else (FEATURE_VIEW,)
+    log.info("materializing the online store (%s), %s .. %s", ", ".join(views), start, end)
+    materialize_all(store, start, end, views)
+    entity_df = relative_entities(params, paths, labels) if portfolio else labels[
+        [JOIN_KEY, EVENT_TIMESTAMP, "timestamp",
+         *(c for c in labels.columns if c.startswith(("label_", "fwd_")))]]
+    entity_df = entity_df.rename(columns={"timestamp": "candle_timestamp"})
+    service = (params.cross_section.feature_service if portfolio
+               else params.feature_store.feature_service)
+    log.info("point-in-time join of %d entity rows (%s)", len(entity_df), service)
+    dataset = historical_features(store, entity_df, service)
     write_parquet_atomic(dataset, paths.training_set)
     return {
         "rows": len(dataset),
@@ -54,3 +72,22 @@ def run_feature_store(params: Params, paths: Paths) -> dict[str, object]:
         "features": len(names),
         "materialized_until": str(end),
     }
+
+
+def relative_entities(params: Params, paths: Paths, labels: pd.DataFrame) -> pd.DataFrame:
+    """The portfolio path's entity rows: ``series_id, universe_id, event_timestamp``, the
+    candle's open time, the relative targets under the zoo's target names and the absolute
+    forward returns as ``abs_fwd_logret_<h>``."""
+    relative = pd.read_parquet(paths.cross_section_labels)
+    rename = {}
+    for h in params.labels.horizons:
+        rename[f"fwd_rel_{h}"] = f"fwd_logret_{h}"
+        rename[f"label_rel_up_{h}"] = f"label_up_{h}"
+    absolute = labels[[JOIN_KEY, EVENT_TIMESTAMP, *(f"fwd_logret_{h}" for h in
+                                                   params.labels.horizons)]]
+    absolute = absolute.rename(columns={f"fwd_logret_{h}": f"abs_fwd_logret_{h}"
+                                        for h in params.labels.horizons})
+    frame = relative.rename(columns=rename).merge(absolute, on=[JOIN_KEY, EVENT_TIMESTAMP],
+                                                  how="left")
+    return frame[[JOIN_KEY, UNIVERSE_KEY, EVENT_TIMESTAMP, "timestamp",
+                  *(c for c in frame.columns if c.startswith(("label_", "fwd_", "abs_fwd_")))]]

@@ -53,6 +53,21 @@ class Paths:
         return self.features_dir / "labels.parquet"
 
     @property
+    def cross_section(self) -> Path:
+        """Per-coin cross-sectional features (the portfolio path's coin view)."""
+        return self.features_dir / "cross_section.parquet"
+
+    @property
+    def universe_features(self) -> Path:
+        """Universe-level features (the portfolio path's universe view)."""
+        return self.features_dir / "universe.parquet"
+
+    @property
+    def cross_section_labels(self) -> Path:
+        """Relative targets: each coin's forward return minus the basket's."""
+        return self.features_dir / "cross_section_labels.parquet"
+
+    @property
     def feature_repo(self) -> Path:
         return self.root / "feature_repo"
 

@@ -21,18 +21,16 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import pandas as pd
 
 from candlecast.config import Params
 from candlecast.data.store import CandleStore
 from candlecast.pipeline.decision_inputs import SeriesForecasts, load_series_forecasts
 from candlecast.pipeline.paths import Paths
-from candlecast.pipeline.zoo_common import ZooPaths, fresh_dir, write_json
+from candlecast.pipeline.zoo_common import ZooPaths, fresh_dir, log_stage_run, write_json
 from candlecast.policy.config import PolicyConfig
 from candlecast.policy.tuning import TuningResult, tune_policy
-from candlecast.tracking import configure_mlflow
-from candlecast.tracking.runs import KIND_TAG, create_run
+from candlecast.tracking.runs import KIND_TAG
 
 log = logging.getLogger(__name__)
 
@@ -129,31 +127,14 @@ def run_policy(params: Params, paths: Paths) -> dict[str, object]:
 
 def _log_to_mlflow(params: Params, paths: Paths, out: Path, summary: dict[str, Any],
                    scored: dict[str, dict[str, Any]], deploy: dict[str, Any]) -> None:
-    ensemble = ZooPaths(paths.root).ensemble_dir / "summary.json"
-    if not ensemble.exists():
-        return
-    import json
-
-    parent = json.loads(ensemble.read_text()).get("mlflow_parent_run_id")
-    if not parent:
-        return
-    s = params.mlflow
-    experiment = configure_mlflow(s.tracking_uri, s.artifact_root, s.experiment, paths.root)
     metrics = {f"fold{k}.tuning_score": v["score"] for k, v in scored.items()
                if v["score"] is not None}
     metrics["configurations_tried"] = float(summary["configurations_tried"])
-    run_id = create_run(
-        experiment, parent, "policy",
+    log_stage_run(
+        params, paths, "policy",
         {KIND_TAG: "policy", "deploy": deploy["label"],
          **{f"fold{k}.policy": v["label"] for k, v in scored.items()}},
-        params={"objective": params.policy.tuning.objective,
-                "n_trials": params.policy.tuning.n_trials,
-                "search": params.policy.search.model_dump_json()[:500]},
-        metrics=metrics, terminate=False,
-    )
-    with mlflow.start_run(run_id=run_id):
-        for name in ("trials.csv", "folds.json", "deploy.json"):
-            mlflow.log_artifact(str(out / name))
-    from mlflow.tracking import MlflowClient
-
-    MlflowClient().set_terminated(run_id)
+        {"objective": params.policy.tuning.objective,
+         "n_trials": params.policy.tuning.n_trials,
+         "search": params.policy.search.model_dump_json()[:500]},
+        metrics, [out / name for name in ("trials.csv", "folds.json", "deploy.json")])

@@ -96,8 +96,8 @@ def run_register(params: Params, paths: Paths) -> dict[str, object]:
         decision = _decide(params, paths, zoo, evaluation, score)
     configure_mlflow(params.mlflow.tracking_uri, params.mlflow.artifact_root,
                      params.mlflow.experiment, paths.root)
-    version = _log_and_register(params, ensemble_summary["mlflow_run_id"], bundle, zoo, out,
-                                evaluation, decision)
+    version = log_and_register(params, ensemble_summary["mlflow_run_id"], bundle, zoo, out,
+                               evaluation, decision)
     summary = {
         "registered_model": params.ensemble.registered_model,
         "registered_version": version,
@@ -228,13 +228,17 @@ def _after_champion(params: Params, paths: Paths, zoo: ZooData, evaluation: dict
                            champion_version=version, **rule)
 
 
-def _log_and_register(params: Params, run_id: str, bundle: Ensemble, zoo: ZooData, out: Path,
-                      evaluation: dict[str, str], decision: ChampionDecision) -> str:
+def log_and_register(params: Params, run_id: str, bundle: Ensemble, zoo: ZooData, out: Path,
+                     evaluation: dict[str, str], decision: ChampionDecision, *,
+                     name: str | None = None, extra: dict[str, Any] | None = None) -> str:
+    """Log ``bundle`` as the pyfunc in the ensemble's run ``run_id``, register it as ``name``
+    (default ``ensemble.registered_model``) with ``extra`` in its candlecast metadata, tag the
+    version with the evaluation and the decision and move its alias."""
     import joblib as _joblib
     import sklearn
     from mlflow.models import infer_signature
 
-    name = params.ensemble.registered_model
+    name = name or params.ensemble.registered_model
     series = zoo.history[zoo.spec.series_column].iloc[-1]
     rows = zoo.history[zoo.history[zoo.spec.series_column] == series]
     example = naive_utc(
@@ -261,6 +265,7 @@ def _log_and_register(params: Params, run_id: str, bundle: Ensemble, zoo: ZooDat
         "label": params.train.label, "horizons": bundle.horizons,
         "primary_horizon": bundle.primary_horizon, "policy": bundle.policy,
         "policy_label": bundle.manifest.get("policy_label"), "costs": bundle.costs,
+        **(extra or {}),
     }}
     with mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(

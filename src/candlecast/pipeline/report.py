@@ -82,6 +82,19 @@ def targets(summary: dict[str, Any]) -> list[tuple[str, bool | None, str]]:
     return out
 
 
+def overfit_line(over: dict[str, Any], universe: str) -> str:
+    """The deflated Sharpe ratio and PBO line of a report."""
+    dsr = (over.get("deflated_sharpe") or {}).get("dsr")
+    return (f"deflated Sharpe ratio {_fmt('x', dsr)} over {over['n_trials']} configurations "
+            f"tried; PBO {_fmt('x', over.get('pbo'))} over a universe of "
+            f"{over.get('universe')} {universe}")
+
+
+def check_rows(checks: list[tuple[str, bool | None, str]]) -> list[list[str]]:
+    return [[what, "met" if ok else "NOT met" if ok is not None else "n/a", numbers]
+            for what, ok, numbers in checks]
+
+
 def _markdown(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -104,13 +117,8 @@ def render(summary: dict[str, Any], markdown: bool = False) -> str | None:
     folds = [[str(r["fold"]), f"{r['start'][:10]} .. {r['end'][:10]}", r["policy"],
               _fmt("total_return", r["policy.return"]), _fmt("sharpe", r["policy.sharpe"]),
               _fmt("total_return", r["buy_and_hold.return"])] for r in summary["folds"]]
-    over = summary["overfitting"]
-    dsr = (over.get("deflated_sharpe") or {}).get("dsr")
-    overfit = (f"deflated Sharpe ratio {_fmt('x', dsr)} over {over['n_trials']} configurations "
-               f"tried; PBO {_fmt('x', over.get('pbo'))} over a universe of "
-               f"{over.get('universe')} (model x policy) backtests")
-    checks = [[what, "met" if ok else "NOT met" if ok is not None else "n/a", numbers]
-              for what, ok, numbers in targets(summary)]
+    overfit = overfit_line(summary["overfitting"], "(model x policy) backtests")
+    checks = check_rows(targets(summary))
     if markdown:
         parts = []
         for name, rows in sections:
@@ -118,29 +126,37 @@ def render(summary: dict[str, Any], markdown: bool = False) -> str | None:
         parts += ["**The policy per scored fold**", "", _markdown(folds_header, folds), "",
                   overfit, "", _markdown(["target", "", "numbers"], checks)]
         return "\n".join(parts)
+    tables = [(name, header, rows) for name, rows in sections]
+    tables.append(("The policy per scored fold (each chosen on the folds before it)",
+                   folds_header, folds))
+    print_tables(tables, [overfit], checks, "Targets (docs/policy.md)", "policy",
+                 right_aligned=True)
+    return None
+
+
+def print_tables(tables: list[tuple[str, list[str], list[list[str]]]], notes: list[str],
+                 checks: list[list[str]], checks_title: str, bold: str,
+                 width: int | None = None, right_aligned: bool = False) -> None:
+    """Print ``(title, header, rows)`` tables with rich (rows starting with ``bold`` in bold;
+    the first table's number columns right-aligned if asked), the ``notes`` lines, then the
+    targets table (met green, not met red). The policy's and the portfolio's report."""
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
-    for name, rows in sections:
-        table = Table(title=name, title_justify="left")
+    console = Console(width=width)
+    for i, (title, header, rows) in enumerate(tables):
+        table = Table(title=title, title_justify="left")
         for column in header:
-            table.add_column(column, justify="left" if column == "strategy" else "right")
+            numbers = right_aligned and column != header[0] and i < len(tables) - 1
+            table.add_column(column, justify="right" if numbers else "left")
         for row in rows:
-            table.add_row(*row, style="bold" if row[0].startswith("policy") else None)
+            table.add_row(*row, style="bold" if row[0].startswith(bold) else None)
         console.print(table)
-    table = Table(title="The policy per scored fold (each chosen on the folds before it)",
-                  title_justify="left")
-    for column in folds_header:
-        table.add_column(column)
-    for row in folds:
-        table.add_row(*row)
-    console.print(table)
-    console.print(overfit)
-    table = Table(title="Targets (docs/policy.md)", title_justify="left")
+    for note in notes:
+        console.print(note)
+    table = Table(title=checks_title, title_justify="left")
     for column in ("target", "", "numbers"):
         table.add_column(column)
     for row in checks:
         table.add_row(*row, style="green" if row[1] == "met" else "red")
     console.print(table)
-    return None

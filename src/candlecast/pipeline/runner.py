@@ -22,6 +22,9 @@ STAGES: tuple[str, ...] = (
 #: the stages after the zoo (they read the ensemble's out-of-sample predictions / the champion)
 AFTER_ZOO: tuple[str, ...] = ("policy", "backtest", "register", "package")
 ALL_STAGES: tuple[str, ...] = STAGES + ZOO_STAGES
+#: the portfolio path's own stages (``candlecast portfolio`` runs them in its workspace)
+PORTFOLIO_STAGES: tuple[str, ...] = ("cross-section", "portfolio", "portfolio-backtest",
+                                     "portfolio-register")
 #: Stages that take one argument (the model name).
 PARAMETRIC_STAGES: frozenset[str] = frozenset({"train-model"})
 
@@ -40,6 +43,10 @@ _FUNCTIONS = {
     "backtest": "candlecast.pipeline.backtest_stage:run_backtest",
     "register": "candlecast.pipeline.register_stage:run_register",
     "package": "candlecast.pipeline.package_stage:run_package",
+    "cross-section": "candlecast.pipeline.cross_section_stage:run_cross_section",
+    "portfolio": "candlecast.pipeline.portfolio_stage:run_portfolio_stage",
+    "portfolio-backtest": "candlecast.pipeline.portfolio_backtest_stage:run_portfolio_backtest",
+    "portfolio-register": "candlecast.pipeline.portfolio_register_stage:run_portfolio_register",
 }
 
 
@@ -86,6 +93,16 @@ def zoo_plan(params: Params) -> list[tuple[str, str | None]]:
 def decision_plan(params: Params) -> list[tuple[str, str | None]]:
     """After the zoo: the policy chosen walk-forward, its backtest, the registered model."""
     return [("policy", None), ("backtest", None), ("register", None)]
+
+
+def portfolio_plan(params: Params) -> list[tuple[str, str | None]]:
+    """The portfolio path in run order: the data stages on the whole universe, the
+    cross-section, Feast, the zoo on the relative target, then the book chosen walk-forward,
+    its backtest beside the baselines and its registration."""
+    head = [(stage, None) for stage in ("ingest", "validate", "features", "cross-section",
+                                        "feature-store")]
+    book = [(stage, None) for stage in PORTFOLIO_STAGES[1:]]
+    return head + zoo_plan(params) + book
 
 
 def pipeline_plan(params: Params) -> list[tuple[str, str | None]]:

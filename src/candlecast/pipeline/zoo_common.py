@@ -22,6 +22,7 @@ from candlecast.data.schema import timeframe_to_timedelta
 from candlecast.evaluation.metrics import METRIC_NAMES, MetricsConfig, metrics_table
 from candlecast.evaluation.splits import Fold, walk_forward_splits
 from candlecast.features import feature_names
+from candlecast.features.cross_section import coin_feature_names, universe_feature_names
 from candlecast.pipeline.paths import Paths
 from candlecast.tracking import Lineage, configure_mlflow, file_digest, git_commit
 from candlecast.tracking.runs import KIND_TAG, create_run, ensure_parent_run, pipeline_key
@@ -117,6 +118,23 @@ def restrict_folds(folds: Sequence[Fold], keep: np.ndarray) -> list[Fold]:
                  f.train_start, f.train_end, f.test_start, f.test_end) for f in folds]
 
 
+def model_feature_names(params: Params) -> list[str]:
+    """The model inputs: the candle features, plus on the portfolio path the coin's and the
+    universe's cross-sectional features (the pooled model's feature service)."""
+    names = list(feature_names(params.features))
+    if params.cross_section.enabled:
+        names += [*coin_feature_names(params.cross_section),
+                  *universe_feature_names(params.cross_section)]
+    return names
+
+
+def training_feature_service(params: Params) -> str:
+    """The Feast service the training set was built from (lineage)."""
+    if params.cross_section.enabled:
+        return params.cross_section.feature_service
+    return params.feature_store.feature_service
+
+
 def load_zoo_data(params: Params, paths: Paths) -> ZooData:
     """The Feast training set sorted by time, its label-complete rows and the purged folds.
 
@@ -124,7 +142,7 @@ def load_zoo_data(params: Params, paths: Paths) -> ZooData:
     Fails (before any training) if the data is too short for the walk-forward layout.
     """
     dataset = pd.read_parquet(paths.training_set)
-    names = tuple(feature_names(params.features))
+    names = tuple(model_feature_names(params))
     label, target = params.train.label, params.train.target_return
     labels = [c for h in params.models.horizons for c in label_columns(h)]
     missing = [c for c in (SERIES, TIME, *names, label, target, *labels)
@@ -157,7 +175,7 @@ def lineage(params: Params, paths: Paths, data_version: str) -> Lineage:
         data_version=data_version,
         params_hash=params.hash(),
         git_commit=git_commit(paths.root),
-        feature_service=params.feature_store.feature_service,
+        feature_service=training_feature_service(params),
     )
 
 
@@ -288,6 +306,30 @@ def log_model_runs(
             )
         ids[model] = {"run_id": model_run, "folds": fold_ids}
     return ids
+
+
+def log_stage_run(params: Params, paths: Paths, name: str, tags: Mapping[str, str],
+                  run_params: Mapping[str, Any], metrics: Mapping[str, Any],
+                  artifacts: Sequence[Path]) -> str | None:
+    """A finished MLflow run ``name`` under this pipeline's parent run (the ensemble's), with
+    ``artifacts`` logged; None when the zoo has not run (no parent)."""
+    summary = ZooPaths(paths.root).ensemble_dir / "summary.json"
+    if not summary.exists():
+        return None
+    parent = json.loads(summary.read_text()).get("mlflow_parent_run_id")
+    if not parent:
+        return None
+    s = params.mlflow
+    experiment = configure_mlflow(s.tracking_uri, s.artifact_root, s.experiment, paths.root)
+    run_id = create_run(experiment, parent, name, tags, params=run_params, metrics=metrics,
+                        terminate=False)
+    import mlflow
+
+    with mlflow.start_run(run_id=run_id):
+        for path in artifacts:
+            mlflow.log_artifact(str(path))
+    finish_run(run_id)
+    return run_id
 
 
 def finish_run(run_id: str, status: str = "FINISHED") -> None:

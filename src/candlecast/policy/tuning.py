@@ -13,7 +13,7 @@ PBO universe backtests them.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +24,6 @@ from candlecast.backtest.book import book_equity
 from candlecast.backtest.config import BacktestConfig, CostConfig, ExecutionConfig
 from candlecast.backtest.inputs import Market
 from candlecast.backtest.metrics import calmar_ratio, max_drawdown, sharpe_ratio, simple_returns
-from candlecast.backtest.result import BacktestResult
 from candlecast.backtest.targets import run_targets
 from candlecast.policy.config import PolicyConfig, PolicySearchSpace, PolicyTuning
 from candlecast.policy.core import Policy, PolicyDecider
@@ -65,7 +64,7 @@ class Evaluation:
     total_return: float
     max_drawdown: float
     trades_per_1000_bars: float
-    results: dict[str, BacktestResult] = field(repr=False)
+    results: dict[str, Any] = field(repr=False)  # BacktestResult per series, or the book
 
 
 def evaluate_policy(
@@ -149,40 +148,35 @@ class TuningResult:
     every candidate tried (``number, label, score, sharpe, calmar, total_return,
     max_drawdown, trades_per_1000_bars, eligible, config``)."""
 
-    chosen: PolicyConfig | None
+    chosen: Any
     best_score: float
     trials: pd.DataFrame
     reason: str
 
-    @property
-    def configs(self) -> list[PolicyConfig]:
-        return [PolicyConfig.model_validate_json(c) for c in self.trials["config"]]
 
-
-def tune_policy(
-    windows: Sequence[SeriesWindow],
-    space: PolicySearchSpace,
+def run_search(
+    suggest: Callable[[Any], Any],
+    evaluate: Callable[[Any], Evaluation],
+    parse: Callable[[str], Any],
     tuning: PolicyTuning,
-    base: PolicyConfig,
-    risk: RiskConfig | None,
-    costs: CostConfig,
-    backtest: BacktestConfig,
     *,
-    study_name: str = "policy",
+    study_name: str,
     storage: str | None = None,
     seed_offset: int = 0,
 ) -> TuningResult:
-    """Search ``space`` with ``tuning.n_trials`` Optuna trials on ``windows`` (see the module
-    docstring); the best eligible candidate by :func:`score`, or None (flat) when none is
-    eligible or, with ``tuning.flat_unless_positive``, the best lost money."""
+    """Optuna (TPE, seeded) over configurations drawn by ``suggest(trial)`` (anything with
+    ``label()`` and ``model_dump_json()``), each scored by :func:`score` of ``evaluate``; the
+    best eligible candidate, or None (flat) when none is eligible or, with
+    ``tuning.flat_unless_positive``, the best lost money. ``parse`` reads a configuration back
+    from its JSON. The one search of the policy and the portfolio stages."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     rows: list[dict[str, Any]] = []
 
     def objective(trial: Any) -> float:
-        config = suggest_config(trial, space, base)
-        evaluation = evaluate_policy(config, windows, risk, costs, backtest)
+        config = suggest(trial)
+        evaluation = evaluate(config)
         value = score(evaluation, tuning)
         rows.append({
             "number": trial.number, "label": config.label(), "score": value,
@@ -204,7 +198,7 @@ def tune_policy(
                             f"no candidate reached {tuning.min_trades_per_1000_bars} trades "
                             "per series and 1,000 bars: flat")
     best = eligible.loc[eligible["score"].idxmax()]
-    chosen = PolicyConfig.model_validate_json(best["config"])
+    chosen = parse(best["config"])
     if tuning.flat_unless_positive and not best["total_return"] > 0:
         return TuningResult(None, float(best["score"]), trials,
                             f"the best candidate ({best['label']}) lost "
@@ -212,3 +206,25 @@ def tune_policy(
     return TuningResult(chosen, float(best["score"]), trials,
                         f"best of {len(trials)} by {tuning.objective}: {best['label']} "
                         f"({tuning.objective} {best['score']:.2f})")
+
+
+def tune_policy(
+    windows: Sequence[SeriesWindow],
+    space: PolicySearchSpace,
+    tuning: PolicyTuning,
+    base: PolicyConfig,
+    risk: RiskConfig | None,
+    costs: CostConfig,
+    backtest: BacktestConfig,
+    *,
+    study_name: str = "policy",
+    storage: str | None = None,
+    seed_offset: int = 0,
+) -> TuningResult:
+    """Search ``space`` with ``tuning.n_trials`` Optuna trials on ``windows`` (see the module
+    docstring and :func:`run_search`)."""
+    return run_search(
+        lambda trial: suggest_config(trial, space, base),
+        lambda config: evaluate_policy(config, windows, risk, costs, backtest),
+        PolicyConfig.model_validate_json, tuning, study_name=study_name, storage=storage,
+        seed_offset=seed_offset)

@@ -109,6 +109,7 @@ class RiskEngine:
         marks: Mapping[str, float] | None = None,
         replacing: bool = False,
         notional_fraction: float = NAN,
+        other_notional: float = NAN,
     ) -> Decision:
         """ENTER (with size and reference levels) or REJECT (with the reason) for a signal to
         open ``side`` in ``symbol`` at about ``price``.
@@ -121,7 +122,10 @@ class RiskEngine:
         order (a reversal, or a resize to a new total); that position is then ignored by the
         limits and caps. ``notional_fraction`` (a policy's target, unsigned fraction of equity)
         replaces the configured sizing method: the entry asks for that notional, and the caps,
-        drawdown scaling, limits and stops apply as to any entry.
+        drawdown scaling, limits and stops apply as to any entry. ``other_notional`` (absolute
+        notional of the other symbols as the caller intends them: a portfolio decides every coin
+        at once, so the other coins' working orders count, not only their fills) replaces the
+        open positions' sum in the gross-exposure cap.
         """
         if side not in (1, -1):
             raise ValueError(f"side must be 1 (long) or -1 (short), got {side!r}")
@@ -163,11 +167,14 @@ class RiskEngine:
                 qty *= scale
                 notes = (*notes, Reason.DRAWDOWN_SCALED)
         other = 0.0
-        for sym, pos in state.positions.items():
-            if replacing and sym == symbol:
-                continue
-            mark = marks.get(sym, pos.entry_price) if marks is not None else pos.entry_price
-            other += pos.qty * mark
+        if other_notional == other_notional:  # given (not NaN)
+            other = other_notional
+        else:
+            for sym, pos in state.positions.items():
+                if replacing and sym == symbol:
+                    continue
+                mark = marks.get(sym, pos.entry_price) if marks is not None else pos.entry_price
+                other += pos.qty * mark
         qty, reject, cap_notes = sizing.cap_position(self._sizing, equity, price, qty, other)
         if reject is not None:
             return Decision(Action.REJECT, reject, symbol, side)

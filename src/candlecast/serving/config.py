@@ -72,6 +72,12 @@ class ServingConfig(_Frozen):
     trace_networks: bool = True
     #: the risk engine used for size_fraction / stop_price / take_profit suggestions
     risk: RiskConfig = RiskConfig()
+    #: the book's model for ``/portfolio`` (the portfolio path's registered model); None, or
+    #: not found: ``/portfolio`` answers 503 and everything else works as before
+    portfolio_model_uri: str | None = "models:/candlecast-portfolio@champion"
+    #: ``/portfolio`` answers ``stale`` when its latest candle closed longer ago; None: not
+    #: checked (replays of historical candles)
+    portfolio_max_age_bars: float | None = Field(default=None, gt=0)
     #: environment variable holding the control token every state-changing endpoint
     #: (``POST /reload``) requires as ``Authorization: Bearer <token>``; unset: refused
     control_token_env: str = Field(default=DEFAULT_TOKEN_ENV, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")

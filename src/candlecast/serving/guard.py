@@ -3,7 +3,7 @@
 
 BentoML 1.4 answers schema errors with its own body (``{"error", "detail"}``, and for some
 4xx a JSON *list*), has no request size limit and parses ``multipart``/``pickle`` bodies too.
-This guard, for ``/signal``, ``/predict``, ``/metadata`` and ``/reload`` only:
+This guard, for ``/signal``, ``/predict``, ``/portfolio``, ``/metadata`` and ``/reload`` only:
 
 * refuses methods other than POST (405; ``GET /metadata`` is turned into ``POST``);
 * refuses a state-changing route (:data:`CONTROL_ROUTES`: ``/reload``) without the control
@@ -30,7 +30,13 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from candlecast.common.auth import DEFAULT_TOKEN_ENV, ControlToken, bearer_token
-from candlecast.serving.schemas import PredictRequest, RequestError, SeriesRequest, request_error
+from candlecast.serving.schemas import (
+    PortfolioRequest,
+    PredictRequest,
+    RequestError,
+    SeriesRequest,
+    request_error,
+)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -41,6 +47,7 @@ Send = Callable[[Message], Awaitable[None]]
 ROUTES: dict[str, type[BaseModel] | None] = {
     "/signal": SeriesRequest,
     "/predict": PredictRequest,
+    "/portfolio": PortfolioRequest,
     "/metadata": None,
     "/reload": None,
 }

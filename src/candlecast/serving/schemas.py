@@ -12,13 +12,14 @@ field written as a path (``candles[3].close``).
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
+    StringConstraints,
     ValidationError,
     field_validator,
     model_validator,
@@ -271,4 +272,98 @@ class MetadataResponse(BaseModel):
         default_factory=list,
         description="ensemble members prepared for one-row calls (e.g. a traced network)")
     load_error: str | None
+    portfolio: dict[str, Any] | None = Field(
+        default=None, description="the book's model of /portfolio: version, universe, "
+        "construction, or why it is not loaded")
 
+
+
+class PortfolioPosition(_Strict):
+    """What the caller holds in one coin of the book."""
+
+    weight: float = Field(ge=-10.0, le=10.0, description="signed fraction of the book's equity "
+                          "(a working order's goal included)")
+    bars_held: int = Field(default=0, ge=0, le=10_000_000,
+                           description="bars since the position was opened (0 when flat)")
+
+
+Symbol = Annotated[str, StringConstraints(pattern=SYMBOL_PATTERN)]
+
+
+class PortfolioRequest(_Strict):
+    """The body of ``POST /portfolio``: recent closed candles of every coin of the universe
+    (oldest first; a coin may be missing or end earlier: it is not traded at this bar) and
+    the book held."""
+
+    exchange: str = Field(pattern=EXCHANGE_PATTERN, examples=["bitfinex"])
+    timeframe: str = Field(pattern=TIMEFRAME_PATTERN, examples=["30m"])
+    candles: dict[Symbol, list[Candle]] = Field(
+        min_length=1, max_length=1000,
+        description="per symbol (ccxt unified), its recent closed candles, oldest first")
+    positions: dict[Symbol, PortfolioPosition] = Field(
+        default_factory=dict, max_length=1000, description="the book held, per symbol")
+
+    @field_validator("candles")
+    @classmethod
+    def _per_symbol(cls, candles: dict[str, list[Candle]]) -> dict[str, list[Candle]]:
+        total = 0
+        for symbol, rows in candles.items():
+            if not rows:
+                raise FieldError((symbol,), "needs at least one candle")
+            total += len(rows)
+            for i in range(1, len(rows)):
+                prev, cur = rows[i - 1].timestamp, rows[i].timestamp
+                if cur <= prev:
+                    raise FieldError((symbol, i, "timestamp"),
+                                     f"{cur.isoformat()} is not after {prev.isoformat()}; "
+                                     "candles must be sorted oldest first with unique timestamps")
+        if total > SCHEMA_MAX_CANDLES:
+            raise FieldError((), f"at most {SCHEMA_MAX_CANDLES} candles in all, got {total}")
+        return candles
+
+
+class CoinAnswer(BaseModel):
+    """One coin of the book's answer."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    weight: float = Field(description="the target weight (signed fraction of equity)")
+    current: float = Field(description="the weight the caller reported")
+    action: str = Field(description="long | short | hold | drop | frozen (held, cannot be "
+                        "traded now) | flat")
+    tradable: bool = Field(description="has a bar at the decision time and a forecast")
+    detail: str = Field(description="why a coin is not tradable ('' when it is)")
+    expected_return: float | None = Field(description="forecast log return over the "
+                                          "portfolio's horizon, relative to the basket")
+    volatility: float | None = Field(description="forecast std of one bar's log return")
+    beta: float | None = Field(description="beta to the basket (the cross-section)")
+    correlation: float | None = Field(description="correlation with the basket")
+
+
+class PortfolioResponse(BaseModel):
+    """The answer of ``/portfolio``: the constructor's target weights for the whole universe."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    status: Status = Field(description="'stale': the candles are too old, nothing decided")
+    weights: dict[str, float] | None = Field(
+        description="target weight per coin (null when stale: keep the book as it is)")
+    reason: str = Field(description="initial | rebalance | hold | swap_below_cost | "
+                        "not_rebalance_bar | no_forecast | stale")
+    coins: dict[str, CoinAnswer]
+    gross: float | None
+    net: float | None
+    beta: float | None
+    volatility: float | None = Field(description="annualized volatility of the target book "
+                                     "(null when nothing was decided)")
+    expected_gain: float | None = Field(description="sum of (target - current) x expected "
+                                        "return over the horizon")
+    cost: float | None = Field(description="sum of |target - current| x side cost")
+    horizon: int | None
+    label: str | None = Field(description="the portfolio configuration, in short")
+    portfolio: dict[str, Any] | None = Field(description="the PortfolioConfig served")
+    execution: ExecutionAnswer | None
+    universe: list[str]
+    model_version: str
+    feature_timestamp: datetime | None = Field(
+        description="the decision bar's CLOSE time (UTC): the latest candle of the request")

@@ -24,8 +24,11 @@ from candlecast.serving.config import ServingConfig
 from candlecast.serving.metrics import ServingMetrics, serving_metrics
 from candlecast.serving.model import ModelError, SignalModel, load_signal_model
 from candlecast.serving.online import FeastReader, WindowCache
+from candlecast.serving.portfolio import PortfolioModel, answer_portfolio, describe
 from candlecast.serving.schemas import (
     MetadataResponse,
+    PortfolioRequest,
+    PortfolioResponse,
     PredictRequest,
     RequestError,
     SeriesRequest,
@@ -111,6 +114,9 @@ class SignalServer:
         self.reload_error: str | None = None
         self.reloads = 0
         self._policies: dict[tuple[int, pd.Timedelta], Policy] = {}
+        #: the book's model of /portfolio (optional: see ServingConfig.portfolio_model_uri)
+        self.portfolio: PortfolioModel | None = None
+        self.portfolio_error: str | None = None
 
     @property
     def model(self) -> SignalModel | None:
@@ -191,6 +197,8 @@ class SignalServer:
         mlflow.set_tracking_uri(cfg.resolved_tracking_uri())
         if cfg.registry_uri:
             mlflow.set_registry_uri(cfg.registry_uri)
+        if self.portfolio is None:  # independent of the signal model (it may not exist yet)
+            self._load_portfolio()
         model = self._model or self._load_model()
         self._model = model  # a retry after a feature-store failure reuses it
         cache = None
@@ -203,6 +211,23 @@ class SignalServer:
             cache = self._window_for(model, reader)
             self.reader = reader
         self._serve(model, cache)
+
+    def _load_portfolio(self) -> None:
+        """The book's model, if configured; a failure only disables /portfolio (kept in
+        ``portfolio_error`` and /metadata)."""
+        uri = self.config.portfolio_model_uri
+        if uri is None:
+            self.portfolio, self.portfolio_error = None, "no serving.portfolio_model_uri"
+            return
+        try:
+            model = load_signal_model(self.config.resolved_model_uri(uri), [],
+                                      feature_names(self.config.features), None)
+            self.portfolio, self.portfolio_error = PortfolioModel.from_model(model), None
+            log.info("portfolio model %s (%s)", model.info.model_version,
+                     self.portfolio.config.label())
+        except Exception as err:  # noqa: BLE001 - /portfolio reports it; the rest serves on
+            self.portfolio, self.portfolio_error = None, f"{type(err).__name__}: {err}"
+            log.info("no portfolio model: %s", self.portfolio_error)
 
     def _load_model(self) -> SignalModel:
         cfg = self.config
@@ -271,6 +296,7 @@ class SignalServer:
             cache = self._window_for(model, self.reader) if self.reader is not None else None
             self._model = model
             self._serve(model, cache)
+            self._load_portfolio()
             self.reload_error = None
             self.reloads += 1
             self._freeze()
@@ -445,6 +471,29 @@ class SignalServer:
         return ok_response(out, policy, decision, size, stop, take, model.info.model_version,
                            feature_time.to_pydatetime())
 
+    def handle_portfolio(self, request: PortfolioRequest) -> PortfolioResponse | RequestError:
+        """Answer ``/portfolio`` and record the metrics (errors as values, like
+        :meth:`handle`)."""
+        start = time.perf_counter()
+        result = _guarded("portfolio", lambda: self.portfolio_answer(request))
+        if isinstance(result, RequestError):
+            self.metrics.error("portfolio", result.status, result.field)
+            code = result.status
+        else:
+            self.metrics.signal("portfolio", result.reason, result.status)
+            code = 200
+        self.metrics.observe("portfolio", code, time.perf_counter() - start)
+        return result
+
+    def portfolio_answer(self, request: PortfolioRequest) -> PortfolioResponse:
+        """The book's answer: needs only the portfolio model (loaded first, on its own)."""
+        pm = self.portfolio
+        if pm is None:
+            raise RequestError(503, f"no portfolio model loaded ({self.portfolio_error}); run "
+                               "`candlecast portfolio` to register one", "model")
+        return answer_portfolio(pm, request, self.clock(), self.config.max_candles,
+                                self.config.portfolio_max_age_bars)
+
     # ------------------------------------------------------------------ lineage
     def metadata(self) -> MetadataResponse:
         cfg = self.config
@@ -474,5 +523,6 @@ class SignalServer:
                    if getattr(model, "costs", None) is not None else None),
             accelerated_models=list(getattr(model, "accelerated", ())) if model else [],
             load_error=self.load_error,
+            portfolio=describe(self.portfolio, self.portfolio_error),
         )
 

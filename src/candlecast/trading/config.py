@@ -80,6 +80,12 @@ class TradeConfig(BaseModel):
     timeframe: str = "30m"
 
     # ---- signal service ------------------------------------------------------------------
+    decision: Literal["policy", "portfolio"] = Field(
+        default="policy",
+        description="`policy`: each symbol's target from /signal or /predict (one series); "
+        "`portfolio`: ONE /portfolio answer per candle gives the whole book's target weights "
+        "(the symbols are one account: docs/portfolio.md); it sends `predict_candles` recent "
+        "candles of every symbol")
     service_url: str = "http://127.0.0.1:3000"
     signal_endpoint: Literal["signal", "predict"] = Field(
         default="signal",

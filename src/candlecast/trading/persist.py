@@ -32,6 +32,8 @@ def fingerprint(config: TradeConfig, risk: RiskConfig, costs: CostConfig,
                 backtest: BacktestConfig, features: FeatureConfig) -> dict[str, Any]:
     """What must not change between runs on one state database (JSON-normalised)."""
     trade = {k: getattr(config, k) for k in ("mode", "strategy_id", "exchange", "timeframe")}
+    if config.decision != "policy":  # one book of many coins: never mixed with per-coin state
+        trade["decision"] = config.decision
     value = {
         "state_format": STATE_FORMAT,
         "trade": trade | {"symbols": list(config.symbols)},

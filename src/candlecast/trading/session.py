@@ -151,7 +151,12 @@ def build_trader(
                             policy=BackoffPolicy(config.order_retries, config.order_backoff_s,
                                                  config.order_backoff_max_s))
     if signals is None:
-        signals = HttpSignalClient(config.service_url, config.service_timeout_s)
+        if config.decision == "portfolio":  # POST /portfolio: the whole book in one answer
+            from candlecast.trading.portfolio_signals import HttpPortfolioClient
+
+            signals = HttpPortfolioClient(config.service_url, config.service_timeout_s)
+        else:
+            signals = HttpSignalClient(config.service_url, config.service_timeout_s)
     sink: FeatureSink | None
     if feature_sink is True:
         from candlecast.feature_store.definitions import view_columns

@@ -296,6 +296,9 @@ class SignalClient(Protocol):
 
     def ready(self) -> bool: ...
 
+    # the portfolio mode (trade.decision: portfolio) also needs ``portfolio(exchange,
+    # timeframe, candles, positions) -> PortfolioAnswer`` (trading/portfolio_signals.py)
+
 
 class HttpSignalClient:
     """:class:`SignalClient` over HTTP (httpx, one keep-alive connection pool)."""
@@ -329,6 +332,9 @@ class HttpSignalClient:
                                        "candles": candles_payload(candles)})
 
     def _post(self, path: str, body: dict[str, Any]) -> Signal:
+        return parse_signal(self._post_json(path, body))
+
+    def _post_json(self, path: str, body: dict[str, Any]) -> Any:
         httpx = self._httpx
         try:
             response = self._client.post(path, json=body)
@@ -345,10 +351,9 @@ class HttpSignalClient:
         if response.status_code != 200:
             raise SignalUnavailable("malformed", f"POST {path}: HTTP {response.status_code}")
         try:
-            payload = response.json()
+            return response.json()
         except ValueError as error:
             raise SignalUnavailable("malformed", f"POST {path}: body is not JSON") from error
-        return parse_signal(payload)
 
 
 def request_body(series: SeriesId, position: float = 0.0, bars_held: int = 0) -> dict[str, Any]:
@@ -374,21 +379,33 @@ def fetch_fresh_signal(
     ``bars_held``, retrying ``signal_retries`` times with doubling backoff. Returns
     ``(signal, "")`` when fresh, else ``(None, why)``."""
     close = bar.close_time(int(series.step.value))
+
+    def ask() -> Signal:
+        if config.signal_endpoint == "predict":
+            return client.predict(series, recent, position, bars_held)
+        return client.signal(series, position, bars_held)
+
+    return ask_until_fresh(ask, close, config, sleep, "signal")
+
+
+def ask_until_fresh(ask: Callable[[], Any], close: pd.Timestamp, config: Any,
+                    sleep: Callable[[float], None], what: str) -> tuple[Any, str]:
+    """``ask()`` until it answers fresh for the candle closing at ``close`` (an answer with
+    ``is_fresh``, ``status``, ``feature_timestamp``), retrying ``signal_retries`` times with
+    doubling backoff; ``(answer, "")``, else ``(None, why)``. The one retry rule of the signal
+    and the portfolio contracts."""
     why = ""
     for attempt in range(config.signal_retries + 1):
         if attempt:
             sleep(min(config.signal_backoff_max_s,
                       config.signal_backoff_s * 2 ** (attempt - 1)))
         try:
-            if config.signal_endpoint == "predict":
-                sig = client.predict(series, recent, position, bars_held)
-            else:
-                sig = client.signal(series, position, bars_held)
+            answer = ask()
         except SignalUnavailable as error:
             why = str(error)
             continue
-        if sig.is_fresh(close, config.max_signal_lag_s):
-            return sig, ""
-        why = (f"{sig.status} signal (feature_timestamp {sig.feature_timestamp}, "
+        if answer.is_fresh(close, config.max_signal_lag_s):
+            return answer, ""
+        why = (f"{answer.status} {what} (feature_timestamp {answer.feature_timestamp}, "
                f"candle close {close})")
     return None, why

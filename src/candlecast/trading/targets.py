@@ -1,68 +1,8 @@
-"""How the policy's target becomes a working order (pure): step 4 of the target backtester.
-
-:func:`plan_target` is the decision step of :func:`candlecast.backtest.targets.run_targets`
-written for one symbol of the trader, with the same arithmetic in the same order (parity is
-tested to float rounding): ``frac`` is the intended position (a working order's goal included)
-as a fraction of equity at the close; a change that opens, grows or reverses the position asks
-:meth:`RiskEngine.decide_entry` with the target's notional (caps, halts, trade limits; the stop
-from this close's ATR); a refused reversal still leaves the old side; reductions and exits
-always pass. The order is worked in the answer's execution style for entries (growing) or for
-exits, from the next candle.
-"""
+"""How the policy's target becomes a working order: the decision step the trader shares with
+the backtesters, defined once in :mod:`candlecast.backtest.plan` (re-exported here)."""
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from candlecast.backtest.plan import DecisionRow, TargetPlan, plan_target
 
-from candlecast.backtest.config import ExecutionConfig
-from candlecast.backtest.execution import WorkingOrder, new_order
-from candlecast.risk import Action, RiskEngine, RiskState
-
-_CHANGE = 1e-9  # as run_targets: target changes smaller than this are no change
-#: (action, reason, side, qty, notes, detail): one row of the decisions journal
-DecisionRow = tuple[str, str, int, float, str, str]
-
-
-@dataclass(frozen=True)
-class TargetPlan:
-    """The decision rows to journal and the new working order (``None``: keep what is held)."""
-
-    rows: tuple[DecisionRow, ...]
-    order: WorkingOrder | None
-
-
-def plan_target(engine: RiskEngine, state: RiskState, symbol: str, ts: int, bar: int,
-                target: float, reason: str, edge: float, frac: float, pos: float,
-                equity: float, close: float, atr: float, execution: ExecutionConfig,
-                allow_short: bool) -> TargetPlan:
-    """The order toward ``target`` (signed fraction of equity) decided at the close of candle
-    ``bar`` (``ts``), from position ``pos`` (units) whose intended fraction is ``frac``."""
-    if not allow_short and target < 0.0:
-        target = 0.0
-    if abs(target - frac) <= _CHANGE:
-        return TargetPlan((), None)
-    new_side = 1 if target > 0 else -1 if target < 0 else 0
-    cur_side = 1 if frac > _CHANGE else -1 if frac < -_CHANGE else 0
-    grows = new_side != 0 and (new_side != cur_side or abs(target) > abs(frac))
-    rows: list[DecisionRow] = []
-    units: float | None = None
-    budget: float | None = None
-    if grows:
-        d = engine.decide_entry(state, symbol, new_side, ts, equity, close, atr,
-                                replacing=pos != 0.0, notional_fraction=abs(target))
-        rows.append((str(d.action), str(d.reason), new_side, d.qty,
-                     ",".join(map(str, d.notes)), d.detail))
-        if d.action == Action.ENTER:
-            budget = new_side * d.qty * close
-        elif cur_side not in (0, new_side):
-            units, grows = 0.0, False  # the reversal is refused: at least leave
-        else:
-            return TargetPlan(tuple(rows), None)  # refused: keep what is held
-    else:
-        units = target * equity / close if new_side else 0.0
-    rows.append(("target", reason, new_side, target, "",
-                 "" if math.isnan(edge) else f"edge {edge:.6g}"))
-    order = new_order(execution.entry if grows else execution.exit, execution, bar, close, pos,
-                      units, budget, f"target:{reason}", atr)
-    return TargetPlan(tuple(rows), order)
+__all__ = ["DecisionRow", "TargetPlan", "plan_target"]

@@ -50,6 +50,7 @@ from candlecast.trading.feast_sink import FeatureSink
 from candlecast.trading.feeds import END, IDLE, CandleFeed, Tick
 from candlecast.trading.ops import StopFlag, read_flag_file
 from candlecast.trading.persist import fingerprint, load_session, new_session, save_session
+from candlecast.trading.rebalance import answer_fields, rebalance_step, report_partial
 from candlecast.trading.reconcile import (
     ReconcilingBroker,
     adopt_account,
@@ -70,6 +71,7 @@ _EXPIRE_DETAIL = "limit order expired; rest cancelled"
 _INFO_EVENTS = frozenset({"start", "restart", "pause", "resume", "signal_recovered",
                           "limit_to_market", "stream_subscribing", "stream_connected",
                           "stream_recovered", "backfill"})
+#: (the trader's step (4) in portfolio mode lives in trading/rebalance.py)
 
 
 class Trader:
@@ -371,15 +373,24 @@ class Trader:
         halted = ("killed" if self.account.killed or self.risk_state.kill_switch
                   else "paused" if self.paused else "stale_data" if stale
                   else "no_equity" if not equity > 0 else "")
+        portfolio = self.config.decision == "portfolio"
+        if portfolio:  # one answer for the whole book (trading/rebalance.py)
+            answer, book_status = ((None, halted) if halted
+                                   else rebalance_step(self, ts, valid, rows, equity))
         for sym, bar in valid.items():
             book = books[sym]
-            sig, status = (None, halted) if halted else self._target(ts, book, bar, rows[sym],
-                                                                     equity)
-            store.add_bar(sym, bar.ts, tuple(bar[1:]), book.pos,
-                          sig.action if sig is not None else "", status,
-                          sig.model_version if sig is not None else "",
-                          sig.target_position if sig is not None else NAN,
-                          sig.reason if sig is not None else "")
+            if portfolio:
+                f = answer_fields(answer, sym)
+                store.add_bar(sym, bar.ts, tuple(bar[1:]), book.pos, f["action"], book_status,
+                              f["version"], f["target"], f["reason"])
+            else:
+                sig, status = (None, halted) if halted else self._target(ts, book, bar,
+                                                                         rows[sym], equity)
+                store.add_bar(sym, bar.ts, tuple(bar[1:]), book.pos,
+                              sig.action if sig is not None else "", status,
+                              sig.model_version if sig is not None else "",
+                              sig.target_position if sig is not None else NAN,
+                              sig.reason if sig is not None else "")
             book.last_ts = bar.ts
             book.bars += 1
         store.add_tick(ts, acct.cash, acct.funding_paid, equity)
@@ -505,17 +516,22 @@ class Trader:
         self._closed.clear()
 
     def _submit(self, books: list[SymbolBook]) -> None:
-        """Live: place the working orders decided in the committed tick (then journal them)."""
+        """Live: place the working orders decided in the committed tick (then journal them;
+        in portfolio mode a partly placed rebalance is reported)."""
+        reports = []
         for book in books:
             if not self.broker.live or not book.pending:
                 continue
             report = self.broker.submit(book, book.last_close)
+            reports.append((book, report))
             fields = {} if report.price is None else {"limit_price": report.price}
             with self._tx():
                 self.store.update_order(book.order_id, status=report.status,
                                         amount=report.amount, exchange_id=report.exchange_id,
                                         detail=report.detail, **fields)
                 self._save()
+        if self.config.decision == "portfolio":
+            report_partial(self, reports)
 
     # ------------------------------------------------------------------ signals
     def _notify_halts(self) -> None:
